@@ -1,0 +1,113 @@
+"""The Faust worker: topics, the user-state table and the ingest agent, in one short module.
+
+Agents stay thin: records go to :class:`stream.ingest.IngestProcessor`, the catalogue is
+followed by :class:`stream.catalogue.CatalogueFollower`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from model.encoder import DEFAULT_MODEL, TextEncoder
+from stream import metrics
+from stream.catalogue import CatalogueFollower
+from stream.config import Settings, topic_name
+from stream.ingest import IngestProcessor, SourceRecord
+from stream.schemas import InvalidEvent, dead_letter
+
+log = logging.getLogger(__name__)
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app for ``settings`` (broker, topics, table, agent, catalogue task)."""
+    broker = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(","))
+    app = faust.App(
+        settings.app_id,
+        broker=broker,
+        store="memory://",  # the table is rebuilt from its changelog topic on restart
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.session_timeout_s / 4),
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.002,
+    )
+    events = app.topic(topic_name(settings, "events"), partitions=settings.partitions, **RAW)
+    recommendations = app.topic(topic_name(settings, "recommendations"), partitions=settings.partitions, **RAW)
+    dlq = app.topic(topic_name(settings, "events.dlq"), partitions=settings.partitions, **RAW)
+    # use_partitioner: the changelog partition follows the key (murmur2, as on `events`), so
+    # batches and the catalogue task may write any local user, not only the current event's.
+    users = app.Table("user-state", partitions=settings.partitions, use_partitioner=True,
+                      key_type=bytes, value_type=bytes)
+
+    async def send_dead_letter(raw, error: InvalidEvent, topic: str, partition: int, offset: int) -> None:
+        metrics.DLQ.labels(error.reason).inc()
+        record = dead_letter(raw, error, topic, partition, offset)
+        await dlq.send(key=None, value=record.model_dump_json().encode())
+
+    async def publish(key: bytes, value: bytes | None) -> None:
+        await recommendations.send(key=key, value=value)
+
+    model_version = f"content:{DEFAULT_MODEL if settings.encoder_dir is None else settings.encoder_dir}"
+    processor_box: dict[str, IngestProcessor] = {}
+
+    async def on_new_items(item_ids: list[str]) -> None:
+        if "processor" in processor_box:
+            await processor_box["processor"].on_new_items(item_ids)
+
+    catalogue = CatalogueFollower(
+        settings.bootstrap, topic_name(settings, "items"),
+        encoder_factory=lambda: TextEncoder(settings.encoder_dir),
+        dead_letter=send_dead_letter, on_new_items=on_new_items,
+    )
+
+    @app.task
+    async def follow_catalogue() -> None:
+        await catalogue.run()
+
+    @app.agent(events)
+    async def ingest(stream):
+        try:
+            await asyncio.wait_for(catalogue.ready.wait(), timeout=settings.catalogue_wait_s)
+        except asyncio.TimeoutError:
+            log.warning("catalogue not caught up after %.0fs; serving with %d items",
+                        settings.catalogue_wait_s, 0 if catalogue.index is None else len(catalogue.index))
+        while catalogue.index is None:
+            await asyncio.sleep(0.1)
+        processor = processor_box.setdefault(
+            "processor",
+            IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, model_version),
+        )
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
+                       for e in batch]
+            try:
+                await processor.process(records)
+            except Exception:  # never die on a batch: log it, count it, keep serving
+                log.exception("batch of %d events failed", len(records))
+                for rec in records:
+                    await send_dead_letter(rec.raw, InvalidEvent("processing_error", "worker failed on this batch"),
+                                           rec.topic, rec.partition, rec.offset)
+
+    app.streamrec_catalogue = catalogue  # type: ignore[attr-defined]
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    """Start the metrics endpoint and run the worker in the foreground until stopped."""
+    from faust.worker import Worker
+
+    metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":  # python -m stream.app: a worker configured from STREAMREC_* variables
+    run_worker(Settings())

@@ -1,0 +1,33 @@
+"""Settings of every streamrec process, read from ``STREAMREC_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One place for the knobs; each field is also an env var, e.g. ``STREAMREC_BOOTSTRAP``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    topic_prefix: str = Field("streamrec.", description="prefix of every topic name")
+    partitions: int = Field(4, ge=1, description="partitions of the keyed topics (events, recommendations)")
+    app_id: str = Field("streamrec-worker", description="Faust app id / consumer group of the workers")
+    k: int = Field(10, ge=1, le=200, description="length of each published recommendation list")
+    half_life_s: float = Field(7 * 24 * 3600.0, gt=0, description="half-life of a user's past events")
+    history_size: int = Field(50, ge=1, description="recent events kept per user")
+    max_event_bytes: int = Field(64 * 1024, ge=256, description="larger events go to the DLQ as oversize")
+    batch_max: int = Field(500, ge=1, description="events processed together per poll")
+    batch_within_s: float = Field(0.005, gt=0, description="longest wait to fill a batch")
+    metrics_host: str = Field("127.0.0.1", description="address of the Prometheus endpoint")
+    metrics_port: int = Field(9108, ge=0, description="port of the Prometheus endpoint (0: none)")
+    data_dir: str = Field(".streamrec/worker", description="local directory of the worker's table files")
+    encoder_dir: str | None = Field(None, description="local Hugging Face model directory (default: all-MiniLM-L6-v2)")
+    session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
+    catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
+
+
+def topic_name(settings: Settings, name: str) -> str:
+    return f"{settings.topic_prefix}{name}"

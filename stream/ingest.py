@@ -1,0 +1,197 @@
+"""The ingest step of a worker: validate -> dedupe -> update user state -> top-K -> publish.
+
+Plain glue over model/: it takes a batch of Kafka records and a table-like mapping, and
+hands records to publish to async sinks. The Faust agent in :mod:`stream.app` only feeds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+
+from model.content_recommender import ContentRecommender
+from model.item_index import ItemIndex
+from model.user_state import UserState
+from stream import metrics
+from stream.config import Settings
+from stream.schemas import Event, InvalidEvent, Recommendation, RecommendedItem, now_ms, parse_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where a record came from, for the DLQ."""
+
+    raw: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+Publish = Callable[[bytes, bytes | None], Awaitable[None]]  # key, value (None: tombstone)
+DeadLetter = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[None]]
+
+
+class IngestProcessor:
+    """Turns events into refreshed recommendation lists, one batch at a time.
+
+    Within a batch a user's events are applied in order; users are processed in "waves"
+    (each user's 1st event, then each user's 2nd, ...) so every wave is scored with one
+    matrix product, and every event still gets the list its own update produced.
+    """
+
+    def __init__(self, settings: Settings, index: ItemIndex, table: MutableMapping[bytes, bytes],
+                 publish: Publish, dead_letter: DeadLetter, model_version: str) -> None:
+        self.settings = settings
+        self.index = index
+        self.table = table
+        self.publish = publish
+        self.dead_letter = dead_letter
+        self.model_version = model_version
+        self.recommender = ContentRecommender(index)
+        self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
+        self._waiting_scanned = False
+        self._started = False  # set by the first batch, i.e. after the table was recovered
+
+    # -- state ---------------------------------------------------------------------------
+    def _load(self, key: bytes) -> UserState:
+        raw = self.table.get(key)
+        if raw is None:
+            return UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+        return UserState.from_bytes(raw)
+
+    # -- batches -------------------------------------------------------------------------
+    async def process(self, records: list[SourceRecord]) -> None:
+        metrics.BATCH_SIZE.observe(len(records))
+        self._started = True
+        per_user: dict[str, list[tuple[Event, SourceRecord]]] = defaultdict(list)
+        for rec in records:
+            try:
+                event = parse_event(rec.raw, self.settings.max_event_bytes)
+            except InvalidEvent as err:
+                metrics.EVENTS.labels("unknown", "dlq").inc()
+                await self.dead_letter(rec.raw, err, rec.topic, rec.partition, rec.offset)
+                continue
+            per_user[event.user_id].append((event, rec))
+
+        states: dict[str, UserState | None] = {}
+        wave = 0
+        while True:
+            current = [(user, events[wave]) for user, events in per_user.items() if wave < len(events)]
+            if not current:
+                break
+            to_score: list[tuple[str, UserState, Event]] = []
+            for user, (event, source) in current:
+                key = user.encode()
+                if user not in states:
+                    states[user] = self._load(key)
+                if event.type == "forget_user":
+                    await self._forget(user, event)
+                    states[user] = UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+                    states[user].remember_event(event.event_id)
+                    continue
+                if await self._apply(user, states[user], event, source):
+                    to_score.append((user, states[user], event))
+            await self._publish_lists(to_score)
+            wave += 1
+
+        for user, state in states.items():
+            self.table[user.encode()] = state.to_bytes()
+
+    async def _apply(self, user: str, state: UserState, event: Event, source: SourceRecord) -> bool:
+        """Update ``state`` with ``event``; True when the user's list must be refreshed."""
+        if state.has_seen(event.event_id) or any(p["event_id"] == event.event_id for p in state.pending):
+            metrics.EVENTS.labels(event.type, "duplicate").inc()
+            return False
+        vector = self.index.vector_of(event.item_id)
+        if vector is None:
+            if state.park(event.model_dump(exclude_none=True)):
+                self.waiting_users[event.item_id].add(user.encode())
+                metrics.PENDING_EVENTS.inc()
+                metrics.EVENTS.labels(event.type, "pending_item").inc()
+            else:  # kept in the DLQ rather than silently dropped
+                metrics.EVENTS.labels(event.type, "dlq").inc()
+                error = InvalidEvent("pending_overflow", f"item {event.item_id!r} unknown and the user's "
+                                     f"pending buffer is full ({state.pending_limit} events)")
+                await self.dead_letter(source.raw, error, source.topic, source.partition, source.offset)
+            return False
+        self._apply_pending(state)
+        if state.last_recommended:
+            metrics.ONLINE_HIT_CHECKS.labels(str(event.item_id in state.last_recommended).lower()).inc()
+        state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+        metrics.EVENTS.labels(event.type, "processed").inc()
+        return True
+
+    def _apply_pending(self, state: UserState) -> Event | None:
+        """Apply parked events whose items are now known; return the last one applied."""
+        last = None
+        still = []
+        for parked in state.pending:
+            vector = self.index.vector_of(parked["item_id"])
+            if vector is None:
+                still.append(parked)
+                continue
+            event = Event.model_validate(parked)
+            state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+            metrics.PENDING_EVENTS.dec()
+            metrics.EVENTS.labels(event.type, "processed").inc()
+            last = event
+        state.pending = still
+        return last
+
+    async def _publish_lists(self, to_score: list[tuple[str, UserState, Event]]) -> None:
+        if not to_score:
+            return
+        lists = self.recommender.recommend([s for _, s, _ in to_score], self.settings.k)
+        for (user, state, event), scored in zip(to_score, lists):
+            state.last_recommended = [s.item_id for s in scored]
+            published = now_ms()
+            rec = Recommendation(
+                user_id=user,
+                items=[RecommendedItem(item_id=s.item_id, score=round(s.score, 6), reasons=list(s.reasons))
+                       for s in scored],
+                model_version=self.model_version,
+                trigger_event_id=event.event_id,
+                event_ts=event.ts,
+                published_ts=published,
+                k=self.settings.k,
+            )
+            await self.publish(user.encode(), rec.model_dump_json().encode())
+            metrics.RECOMMENDATIONS_PUBLISHED.inc()
+            metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))
+
+    async def _forget(self, user: str, event: Event) -> None:
+        key = user.encode()
+        if key in self.table:
+            del self.table[key]
+        await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
+        metrics.EVENTS.labels(event.type, "forgotten").inc()
+
+    # -- late items ----------------------------------------------------------------------
+    async def on_new_items(self, item_ids: list[str]) -> None:
+        """Apply events that were waiting for these items and refresh those users' lists."""
+        if not self._started:  # the first batch applies what it can; the table may still recover
+            return
+        if not self._waiting_scanned:  # after a restart: find parked events in the recovered table
+            self._waiting_scanned = True
+            for key, raw in list(self.table.items()):
+                for parked in UserState.from_bytes(raw).pending:
+                    self.waiting_users[parked["item_id"]].add(key)
+        users = set()
+        for item_id in item_ids:
+            users |= self.waiting_users.pop(item_id, set())
+        to_score = []
+        for key in users:
+            raw = self.table.get(key)
+            if raw is None:
+                continue
+            state = UserState.from_bytes(raw)
+            last = self._apply_pending(state)
+            if last is not None:
+                to_score.append((key.decode(), state, last))
+        await self._publish_lists(to_score)
+        for user, state, _ in to_score:
+            self.table[user.encode()] = state.to_bytes()

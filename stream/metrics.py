@@ -1,0 +1,34 @@
+"""Prometheus metrics of a worker (prometheus-client). Labels are bounded: never user or item ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+
+disable_created_metrics()  # no *_created series: they double the scrape for no insight
+
+EVENTS = Counter(
+    "streamrec_events", "Events seen by the ingest agent, by type and outcome "
+    "(processed, duplicate, pending_item, dlq, forgotten)", ["type", "outcome"]
+)
+DLQ = Counter("streamrec_dlq", "Records sent to the dead-letter topic, by reason", ["reason"])
+EVENT_TO_RECOMMENDATION = Histogram(
+    "streamrec_event_to_recommendation_seconds",
+    "From the event's own time (ts) to the publication of the refreshed list",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RECOMMENDATIONS_PUBLISHED = Counter("streamrec_recommendations_published", "Recommendation lists published")
+ITEMS_INDEXED = Gauge("streamrec_items_indexed", "Items in the worker's index that may be served")
+PENDING_EVENTS = Gauge("streamrec_pending_events", "Events waiting for their item to reach the catalogue")
+ONLINE_HIT_CHECKS = Counter(
+    "streamrec_online_hit_checks", "Events of users who had a list: was the item in the last list served?", ["hit"]
+)
+BATCH_SIZE = Histogram(
+    "streamrec_batch_events", "Events processed together per poll",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose /metrics on host:port (default 127.0.0.1:9108); port 0 exposes nothing."""
+    if port:
+        start_http_server(port, addr=host)

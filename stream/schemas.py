@@ -1,0 +1,149 @@
+"""Wire schemas (JSON, UTF-8) of the topics, as in DESIGN.md. Unknown fields are ignored."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+
+EventType = Literal[
+    "view", "click", "add_to_cart", "remove_from_cart", "purchase", "rating", "review", "dislike", "forget_user"
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+Id = Field(min_length=1, max_length=256)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Event(BaseModel):
+    """A user's action on an item; ``forget_user`` needs no item."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: str = Id
+    user_id: str = Id
+    item_id: str | None = Field(None, min_length=1, max_length=256)
+    type: EventType
+    ts: int = Field(ge=0, le=10**14, description="event time, ms since epoch")
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e9, le=1e9)
+    text: str | None = Field(None, max_length=10_000)
+    session_id: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _item_needed(self) -> Event:
+        if self.type != "forget_user" and self.item_id is None:
+            raise ValueError(f"item_id is required for type {self.type!r}")
+        return self
+
+
+class Item(BaseModel):
+    """A catalogue entry (``items`` topic, compacted, key = item_id)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    item_id: str = Id
+    title: str = Field(min_length=1, max_length=1000)
+    description: str | None = Field(None, max_length=20_000)
+    category: str | None = Field(None, max_length=256)
+    price: float | None = Field(None, allow_inf_nan=False, ge=0)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+    available: bool = True
+    deleted: bool = False
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Recommendation(BaseModel):
+    """A refreshed top-K list (``recommendations`` topic, compacted, key = user_id)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: str
+    items: list[RecommendedItem]
+    model_version: str
+    trigger_event_id: str
+    event_ts: int
+    published_ts: int
+    k: int
+
+
+class DeadLetter(BaseModel):
+    """A record that could not be processed (``events.dlq``), with why and where it came from."""
+
+    error: str
+    reason: str
+    raw: str
+    topic: str
+    partition: int
+    offset: int
+    ts: int
+
+
+class InvalidEvent(ValueError):
+    """A record that fails validation; ``reason`` is a short, bounded label, ``detail`` says more."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _decode_json(raw: bytes | None, max_bytes: int) -> object:
+    if raw is None:
+        raise InvalidEvent("empty", "record has no value")
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("bad_encoding", f"not UTF-8: {exc}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except InvalidEvent:
+        raise
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidEvent("bad_json", str(exc)[:300]) from None
+
+
+def _reject_constant(name: str) -> float:
+    raise InvalidEvent("invalid_schema", f"non-finite number {name} is not allowed")
+
+
+def _validate(model: type[BaseModel], raw: bytes | None, max_bytes: int):
+    data = _decode_json(raw, max_bytes)
+    if not isinstance(data, dict):
+        raise InvalidEvent("invalid_schema", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise InvalidEvent("invalid_schema", f"{where}: {first['msg']}") from None
+
+
+def parse_event(raw: bytes | None, max_bytes: int = 64 * 1024) -> Event:
+    """Validate one ``events`` record; raise :class:`InvalidEvent` with a reason on any defect."""
+    return _validate(Event, raw, max_bytes)
+
+
+def parse_item(raw: bytes, max_bytes: int = 256 * 1024) -> Item:
+    """Validate one ``items`` record; raise :class:`InvalidEvent` with a reason on any defect."""
+    return _validate(Item, raw, max_bytes)
+
+
+def dead_letter(raw: bytes | None, error: InvalidEvent, topic: str, partition: int, offset: int) -> DeadLetter:
+    text = "" if raw is None else raw[:100_000].decode("utf-8", errors="backslashreplace")
+    return DeadLetter(
+        error=str(error), reason=error.reason, raw=text, topic=topic, partition=partition, offset=offset, ts=now_ms()
+    )
