@@ -48,13 +48,30 @@ class ContentRecommender:
         lists = []
         for row, state in enumerate(states):
             excluded = unavailable.copy()
-            for item_id in state.consumed:
-                item_row = self.index.row_of(item_id)
-                if item_row is not None:
-                    excluded[item_row] = True
+            excluded[self._consumed_rows(state)] = True
             chosen = top_k(scores[row], k, excluded)
             lists.append(self._explain(state, chosen, scores[row]))
         return lists
+
+    def _consumed_rows(self, state: UserState) -> np.ndarray:
+        """Index rows of the user's consumed items, cached on the state (consumed only grows at
+        the end and drops from the front, so the cache is extended instead of rebuilt)."""
+        consumed = state.consumed
+        key = (len(consumed), consumed[0] if consumed else None)
+        cached = getattr(state, "_consumed_rows", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if cached is not None and cached[0][1] == key[1] and cached[0][0] <= key[0]:
+            new = consumed[cached[0][0]:]
+            rows = np.concatenate([cached[1], self._rows(new)])
+        else:
+            rows = self._rows(consumed)
+        state._consumed_rows = (key, rows)
+        return rows
+
+    def _rows(self, item_ids: list[str]) -> np.ndarray:
+        rows = [self.index.row_of(i) for i in item_ids]
+        return np.array([r for r in rows if r is not None], dtype=np.int64)
 
     def _explain(self, state: UserState, rows: np.ndarray, scores: np.ndarray) -> list[Scored]:
         liked = [h.item_id for h in state.history if h.weight > 0 and h.item_id in self.index]

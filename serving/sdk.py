@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -75,11 +76,16 @@ class RecommendationConsumer:
     """Iterate over typed recommendation lists from ``recommendations``.
 
     Tombstones (a forgotten user) come as ``(user_id, None)`` when ``tombstones=True``.
-    By default a new consumer without a group reads the topic from the beginning.
+    By default a new consumer without a group reads the topic from the beginning; iteration
+    stops after ``idle_timeout_s`` without a record (never, by default).
 
     >>> for rec in RecommendationConsumer(Settings(bootstrap="127.0.0.1:9092")):  # doctest: +SKIP
     ...     print(rec.user_id, [i.item_id for i in rec.items])
     """
+
+    #: pause after an empty poll: some brokers (noida-db) answer fetches at once instead of
+    #: holding them, and a tight poll loop would burn a core.
+    empty_poll_pause_s = 0.01
 
     def __init__(self, settings: Settings | None = None, group_id: str | None = None,
                  from_beginning: bool = True, idle_timeout_s: float | None = None,
@@ -88,35 +94,43 @@ class RecommendationConsumer:
 
         self.settings = settings or Settings()
         self.tombstones = tombstones
+        self.idle_timeout_s = idle_timeout_s
         self._consumer = KafkaConsumer(
             topic_name(self.settings, "recommendations"),
             bootstrap_servers=self.settings.bootstrap.split(","),
             group_id=group_id,
             auto_offset_reset="earliest" if from_beginning else "latest",
             enable_auto_commit=group_id is not None,
-            consumer_timeout_ms=int(idle_timeout_s * 1000) if idle_timeout_s else float("inf"),
             **kafka_config,
         )
 
-    def __iter__(self) -> Iterator[Recommendation]:
-        for message in self._consumer:
-            if message.value is None:
-                if self.tombstones:
-                    yield message.key.decode(), None  # type: ignore[misc]
+    def __iter__(self) -> Iterator[Recommendation | tuple[str, None]]:
+        last = time.monotonic()
+        while True:
+            batch = self.poll(timeout_s=0)
+            if batch:
+                last = time.monotonic()
+                yield from batch
                 continue
-            yield Recommendation.model_validate(json.loads(message.value))
+            if self.idle_timeout_s is not None and time.monotonic() - last > self.idle_timeout_s:
+                return
+            time.sleep(self.empty_poll_pause_s)
 
     def poll(self, timeout_s: float = 0.5, max_records: int = 1000) -> list[Recommendation | tuple[str, None]]:
         """Whatever arrived within ``timeout_s`` (an empty list when nothing did)."""
-        out = []
-        for messages in self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records).values():
-            for message in messages:
-                if message.value is None:
-                    if self.tombstones:
-                        out.append((message.key.decode(), None))
-                    continue
-                out.append(Recommendation.model_validate(json.loads(message.value)))
-        return out
+        out: list[Recommendation | tuple[str, None]] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for messages in self._consumer.poll(timeout_ms=0, max_records=max_records).values():
+                for message in messages:
+                    if message.value is None:
+                        if self.tombstones:
+                            out.append((message.key.decode(), None))
+                        continue
+                    out.append(Recommendation.model_validate(json.loads(message.value)))
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(self.empty_poll_pause_s)
 
     def close(self) -> None:
         self._consumer.close()

@@ -15,6 +15,7 @@ from model.encoder import DEFAULT_MODEL, TextEncoder
 from stream import metrics
 from stream.catalogue import CatalogueFollower
 from stream.config import Settings, topic_name
+from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
 from stream.schemas import InvalidEvent, dead_letter
 
@@ -37,7 +38,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(1.0, settings.session_timeout_s / 4),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        producer_linger=0.002,
+        producer_linger=0.005,
+        producer_max_batch_size=1024 * 1024,  # a batch holds hundreds of lists and user states
+        producer_acks=1,
     )
     events = app.topic(topic_name(settings, "events"), partitions=settings.partitions, **RAW)
     recommendations = app.topic(topic_name(settings, "recommendations"), partitions=settings.partitions, **RAW)
@@ -74,6 +77,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def ingest(stream):
+        for noisy in ("aiokafka", "faust.transport", "faust.topics"):  # per-request debug records are costly
+            logging.getLogger(noisy).setLevel(max(logging.getLogger().level, logging.INFO))
         try:
             await asyncio.wait_for(catalogue.ready.wait(), timeout=settings.catalogue_wait_s)
         except asyncio.TimeoutError:
@@ -104,6 +109,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Start the metrics endpoint and run the worker in the foreground until stopped."""
     from faust.worker import Worker
 
+    install_fetch_backoff(settings.empty_fetch_backoff_s)
     metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
     app = create_app(settings)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -20,12 +20,13 @@ class Settings(BaseSettings):
     history_size: int = Field(50, ge=1, description="recent events kept per user")
     max_event_bytes: int = Field(64 * 1024, ge=256, description="larger events go to the DLQ as oversize")
     batch_max: int = Field(500, ge=1, description="events processed together per poll")
-    batch_within_s: float = Field(0.005, gt=0, description="longest wait to fill a batch")
+    batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
     metrics_host: str = Field("127.0.0.1", description="address of the Prometheus endpoint")
     metrics_port: int = Field(9108, ge=0, description="port of the Prometheus endpoint (0: none)")
     data_dir: str = Field(".streamrec/worker", description="local directory of the worker's table files")
     encoder_dir: str | None = Field(None, description="local Hugging Face model directory (default: all-MiniLM-L6-v2)")
     session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
+    empty_fetch_backoff_s: float = Field(0.005, ge=0, description="pause after an empty fetch (see stream.fetch_backoff)")
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 
 

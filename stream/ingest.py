@@ -7,7 +7,7 @@ hands records to publish to async sinks. The Faust agent in :mod:`stream.app` on
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 
@@ -38,9 +38,9 @@ DeadLetter = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[Non
 class IngestProcessor:
     """Turns events into refreshed recommendation lists, one batch at a time.
 
-    Within a batch a user's events are applied in order; users are processed in "waves"
-    (each user's 1st event, then each user's 2nd, ...) so every wave is scored with one
-    matrix product, and every event still gets the list its own update produced.
+    All users who changed in a batch are scored with one matrix product. Decoded user states
+    are kept in an LRU cache and trusted only while the table holds the very bytes we wrote
+    (a recovery or rebalance replaces them, and the state is decoded afresh).
     """
 
     def __init__(self, settings: Settings, index: ItemIndex, table: MutableMapping[bytes, bytes],
@@ -55,18 +55,39 @@ class IngestProcessor:
         self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
+        self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
+        self.cache_size = 100_000
 
     # -- state ---------------------------------------------------------------------------
     def _load(self, key: bytes) -> UserState:
+        """The user's state; decoded objects are cached while the table still holds our bytes."""
         raw = self.table.get(key)
         if raw is None:
             return UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is raw:
+            self._cache.move_to_end(key)
+            return cached[1]
         return UserState.from_bytes(raw)
+
+    def _save(self, key: bytes, state: UserState) -> None:
+        raw = state.to_bytes()
+        self.table[key] = raw
+        self._cache[key] = (raw, state)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     # -- batches -------------------------------------------------------------------------
     async def process(self, records: list[SourceRecord]) -> None:
-        metrics.BATCH_SIZE.observe(len(records))
+        """Apply a batch; each user who changed gets one refreshed list reflecting all their events.
+
+        A user's events are applied in order. When a user has several events in one poll, the
+        list is computed once, after the last of them (its ``trigger_event_id``), so the work
+        per poll scales with users, not events; every event's latency is still measured.
+        """
         self._started = True
+        metrics.BATCH_SIZE.observe(len(records))
         per_user: dict[str, list[tuple[Event, SourceRecord]]] = defaultdict(list)
         for rec in records:
             try:
@@ -77,57 +98,61 @@ class IngestProcessor:
                 continue
             per_user[event.user_id].append((event, rec))
 
-        states: dict[str, UserState | None] = {}
-        wave = 0
-        while True:
-            current = [(user, events[wave]) for user, events in per_user.items() if wave < len(events)]
-            if not current:
-                break
-            to_score: list[tuple[str, UserState, Event]] = []
-            for user, (event, source) in current:
-                key = user.encode()
-                if user not in states:
-                    states[user] = self._load(key)
+        to_score: list[tuple[str, UserState, list[Event]]] = []
+        for user, events in per_user.items():
+            key = user.encode()
+            state = self._load(key)
+            applied: list[Event] = []
+            changed = False
+            for event, source in events:
                 if event.type == "forget_user":
-                    await self._forget(user, event)
-                    states[user] = UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
-                    states[user].remember_event(event.event_id)
+                    if applied:  # publish what came before the erasure, then forget it
+                        await self._publish_lists([(user, state, applied)])
+                    await self._forget(key, event)
+                    state = UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+                    applied, changed = [], False
                     continue
-                if await self._apply(user, states[user], event, source):
-                    to_score.append((user, states[user], event))
-            await self._publish_lists(to_score)
-            wave += 1
+                outcome = await self._apply(user, state, event, source)
+                if outcome is not None:
+                    applied.extend(outcome)
+                    changed = True
+            if applied:
+                to_score.append((user, state, applied))
+            elif changed:  # parked events only: persist them now
+                self._save(key, state)
+        await self._publish_lists(to_score)
+        for user, state, _ in to_score:
+            self._save(user.encode(), state)
 
-        for user, state in states.items():
-            self.table[user.encode()] = state.to_bytes()
-
-    async def _apply(self, user: str, state: UserState, event: Event, source: SourceRecord) -> bool:
-        """Update ``state`` with ``event``; True when the user's list must be refreshed."""
+    async def _apply(self, user: str, state: UserState, event: Event, source: SourceRecord) -> list[Event] | None:
+        """Update ``state`` with ``event``. Returns the events applied (parked ones whose item
+        arrived, then this one), ``[]`` when the event was parked, None when nothing changed."""
         if state.has_seen(event.event_id) or any(p["event_id"] == event.event_id for p in state.pending):
             metrics.EVENTS.labels(event.type, "duplicate").inc()
-            return False
+            return None
         vector = self.index.vector_of(event.item_id)
         if vector is None:
             if state.park(event.model_dump(exclude_none=True)):
                 self.waiting_users[event.item_id].add(user.encode())
                 metrics.PENDING_EVENTS.inc()
                 metrics.EVENTS.labels(event.type, "pending_item").inc()
+                return []
             else:  # kept in the DLQ rather than silently dropped
                 metrics.EVENTS.labels(event.type, "dlq").inc()
                 error = InvalidEvent("pending_overflow", f"item {event.item_id!r} unknown and the user's "
                                      f"pending buffer is full ({state.pending_limit} events)")
                 await self.dead_letter(source.raw, error, source.topic, source.partition, source.offset)
-            return False
-        self._apply_pending(state)
+            return None
+        applied = self._apply_pending(state)
         if state.last_recommended:
             metrics.ONLINE_HIT_CHECKS.labels(str(event.item_id in state.last_recommended).lower()).inc()
         state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
         metrics.EVENTS.labels(event.type, "processed").inc()
-        return True
+        return applied + [event]
 
-    def _apply_pending(self, state: UserState) -> Event | None:
-        """Apply parked events whose items are now known; return the last one applied."""
-        last = None
+    def _apply_pending(self, state: UserState) -> list[Event]:
+        """Apply parked events whose items are now known; return them."""
+        applied = []
         still = []
         for parked in state.pending:
             vector = self.index.vector_of(parked["item_id"])
@@ -138,33 +163,35 @@ class IngestProcessor:
             state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
             metrics.PENDING_EVENTS.dec()
             metrics.EVENTS.labels(event.type, "processed").inc()
-            last = event
+            applied.append(event)
         state.pending = still
-        return last
+        return applied
 
-    async def _publish_lists(self, to_score: list[tuple[str, UserState, Event]]) -> None:
+    async def _publish_lists(self, to_score: list[tuple[str, UserState, list[Event]]]) -> None:
         if not to_score:
             return
-        lists = self.recommender.recommend([s for _, s, _ in to_score], self.settings.k)
-        for (user, state, event), scored in zip(to_score, lists):
+        lists = self.recommender.recommend([state for _, state, _ in to_score], self.settings.k)
+        for (user, state, applied), scored in zip(to_score, lists):
             state.last_recommended = [s.item_id for s in scored]
+            trigger = applied[-1]
             published = now_ms()
             rec = Recommendation(
                 user_id=user,
                 items=[RecommendedItem(item_id=s.item_id, score=round(s.score, 6), reasons=list(s.reasons))
                        for s in scored],
                 model_version=self.model_version,
-                trigger_event_id=event.event_id,
-                event_ts=event.ts,
+                trigger_event_id=trigger.event_id,
+                event_ts=trigger.ts,
                 published_ts=published,
                 k=self.settings.k,
             )
             await self.publish(user.encode(), rec.model_dump_json().encode())
             metrics.RECOMMENDATIONS_PUBLISHED.inc()
-            metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))
+            for event in applied:
+                metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))
 
-    async def _forget(self, user: str, event: Event) -> None:
-        key = user.encode()
+    async def _forget(self, key: bytes, event: Event) -> None:
+        self._cache.pop(key, None)
         if key in self.table:
             del self.table[key]
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
@@ -188,10 +215,10 @@ class IngestProcessor:
             raw = self.table.get(key)
             if raw is None:
                 continue
-            state = UserState.from_bytes(raw)
-            last = self._apply_pending(state)
-            if last is not None:
-                to_score.append((key.decode(), state, last))
+            state = self._load(key)
+            applied = self._apply_pending(state)
+            if applied:
+                to_score.append((key.decode(), state, applied))
         await self._publish_lists(to_score)
         for user, state, _ in to_score:
-            self.table[user.encode()] = state.to_bytes()
+            self._save(user.encode(), state)
