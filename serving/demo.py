@@ -10,25 +10,21 @@ its original order; the worker weighs a rating by ``stars - 2.5``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from model.datasets import Movie, Rating, load_movies, load_ratings
 from stream.broker import EmbeddedBroker, free_port
+from stream.metrics import metric_sum, scrape
+from stream.worker_process import WorkerProcess
 from stream.config import Settings, topic_name
 from stream.schemas import Event, Item
 from stream.topics import create_topics
@@ -45,67 +41,6 @@ def movie_item(movie: Movie) -> Item:
 def rating_event(row: int, rating: Rating, ts: int) -> Event:
     return Event(event_id=f"ml100k-{row}", user_id=rating.user_id, item_id=rating.item_id, type="rating",
                  value=rating.rating, ts=ts)
-
-
-# -- worker process -----------------------------------------------------------------------------
-class WorkerProcess:
-    """``python -m stream.app`` as a child process, configured through STREAMREC_* variables."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.update({f"STREAMREC_{k.upper()}": str(v) for k, v in self.settings.model_dump().items() if v is not None})
-        env.setdefault("OMP_NUM_THREADS", "1")
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "stream.app"], env=env, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def peak_rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except (OSError, AttributeError):
-            return None
-        return None
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if not self.alive():
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Flatten a /metrics page into {"name{label=value,...}": value}."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return out
-
-
-def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
-    want = [f"{k}={v}" for k, v in labels.items()]
-    total = 0.0
-    for key, value in samples.items():
-        base, _, rest = key.partition("{")
-        if base == name and all(w in rest for w in want):
-            total += value
-    return total
 
 
 # -- reading the recommendations back ----------------------------------------------------------
@@ -286,7 +221,7 @@ def _wait_for(console: Console, what: str, read, target: float, settings: Settin
                 raise RuntimeError(f"the worker exited; see {worker.log_path}")
             try:
                 value = read(scrape(settings.metrics_port))
-            except OSError:
+            except OSError:  # endpoint not up yet
                 value = 0
             progress.update(task, completed=min(value, target))
             if value >= target:

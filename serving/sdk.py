@@ -14,9 +14,11 @@ from stream.schemas import Event, Item, Recommendation, now_ms
 class EventProducer:
     """Validate events and send them to ``events`` keyed by user_id, batched by the client.
 
-    >>> with EventProducer(Settings(bootstrap="127.0.0.1:9092")) as producer:  # doctest: +SKIP
-    ...     producer.send(user_id="u1", item_id="sku-42", type="click")
-    ...     producer.send_item(Item(item_id="sku-42", title="Red running shoes", category="shoes"))
+    Example::
+
+        with EventProducer(Settings(bootstrap="127.0.0.1:9092")) as producer:
+            producer.send(user_id="u1", item_id="sku-42", type="click")
+            producer.send_item(Item(item_id="sku-42", title="Red running shoes", category="shoes"))
     """
 
     def __init__(self, settings: Settings | None = None, linger_ms: int = 5, **kafka_config) -> None:
@@ -79,8 +81,10 @@ class RecommendationConsumer:
     By default a new consumer without a group reads the topic from the beginning; iteration
     stops after ``idle_timeout_s`` without a record (never, by default).
 
-    >>> for rec in RecommendationConsumer(Settings(bootstrap="127.0.0.1:9092")):  # doctest: +SKIP
-    ...     print(rec.user_id, [i.item_id for i in rec.items])
+    Example::
+
+        for rec in RecommendationConsumer(Settings(bootstrap="127.0.0.1:9092")):
+            print(rec.user_id, [i.item_id for i in rec.items])
     """
 
     #: pause after an empty poll: some brokers (noida-db) answer fetches at once instead of

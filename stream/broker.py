@@ -73,9 +73,10 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
 class EmbeddedBroker:
     """Start a broker process on ``host:port`` with a data directory; stop it cleanly.
 
-    >>> with EmbeddedBroker(data_dir=".streamrec/broker") as broker:  # doctest: +SKIP
-    ...     print(broker.bootstrap)
-    127.0.0.1:...
+    Example (a free port is picked when none is given)::
+
+        with EmbeddedBroker(data_dir=".streamrec/broker") as broker:
+            print(broker.bootstrap)  # 127.0.0.1:<port>
     """
 
     def __init__(self, kind: str = "noida", host: str = "127.0.0.1", port: int | None = None,

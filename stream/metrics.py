@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 disable_created_metrics()  # no *_created series: they double the scrape for no insight
 
@@ -32,3 +35,21 @@ def serve_metrics(host: str, port: int) -> None:
     """Expose /metrics on host:port (default 127.0.0.1:9108); port 0 exposes nothing."""
     if port:
         start_http_server(port, addr=host)
+
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
+    """Read a /metrics page as (sample name, labels, value) triples."""
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2).read().decode()
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def metric_sum(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``.
+
+    >>> metric_sum([("x_total", {"hit": "true"}, 2.0), ("x_total", {"hit": "false"}, 3.0)], "x_total", hit="true")
+    2.0
+    """
+    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))

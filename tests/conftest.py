@@ -1,0 +1,70 @@
+"""Fixtures: a real Kafka-protocol broker (noida-db) on a free loopback port, and workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+
+from stream.broker import EmbeddedBroker, free_port
+from stream.config import Settings, topic_name
+from stream.topics import create_topics
+from stream.worker_process import WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    embedded = EmbeddedBroker("noida", data_dir=tmp_path_factory.mktemp("broker")).start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture
+def settings(broker, request, tmp_path) -> Settings:
+    """Settings with topics and a consumer group of this test's own."""
+    name = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
+    s = Settings(bootstrap=broker.bootstrap, topic_prefix=f"{name}.", app_id=f"worker-{name}",
+                 metrics_port=free_port(), data_dir=str(tmp_path / "worker"), partitions=2)
+    create_topics(s)
+    return s
+
+
+@pytest.fixture
+def start_worker(settings, tmp_path):
+    workers: list[WorkerProcess] = []
+
+    def start(items: int) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+        worker.start()
+        workers.append(worker)
+        worker.wait_ready(items)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def read_topic(settings: Settings, name: str, until, timeout_s: float = 60.0) -> list:
+    """Decoded JSON values of a topic, read from the start until ``until(values)`` holds."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic_name(settings, name), bootstrap_servers=settings.bootstrap, group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    values: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=0)
+            for messages in batch.values():
+                values.extend(None if m.value is None else json.loads(m.value) for m in messages)
+            if until(values):
+                return values
+            if not batch:
+                time.sleep(0.05)
+    finally:
+        consumer.close()
+    raise AssertionError(f"{name}: condition not met after {timeout_s}s; got {len(values)} records: {values[-3:]}")
