@@ -30,6 +30,16 @@ class Movie:
     def display_title(self) -> str:
         return f"{self.title} ({self.year})" if self.year else self.title
 
+    @property
+    def category(self) -> str | None:
+        """The first genre."""
+        return self.genres[0] if self.genres else None
+
+    @property
+    def tags(self) -> list[str]:
+        """The other genres."""
+        return list(self.genres[1:])
+
 
 @dataclass(frozen=True)
 class Rating:

@@ -24,6 +24,9 @@ DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
 #: Event types after which the item counts as consumed (never recommended again).
 CONSUMING_TYPES = frozenset({"purchase", "rating", "review"})
 
+#: Event types by which a user turns an item down.
+REJECTING_TYPES = frozenset({"dislike", "remove_from_cart"})
+
 
 def event_weight(event_type: str, value: float | None = None, weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS) -> float:
     """Weight w(type, value) of one event.

@@ -95,8 +95,9 @@ def auc(positive_scores: Iterable[float] | float, negative_scores: Iterable[floa
     (0.6666666666666666, 0.75)
     """
     positives = np.atleast_1d(np.asarray(positive_scores, dtype=np.float64))
-    negatives = np.asarray(list(negative_scores) if not isinstance(negative_scores, np.ndarray) else negative_scores,
-                           dtype=np.float64)
+    if not isinstance(negative_scores, np.ndarray):
+        negative_scores = list(negative_scores)
+    negatives = np.asarray(negative_scores, dtype=np.float64)
     if positives.size == 0 or negatives.size == 0:
         return float("nan")
     negatives = np.sort(negatives)

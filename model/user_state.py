@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.preference import CONSUMING_TYPES, PreferenceVector, event_weight
+from model.preference import CONSUMING_TYPES, REJECTING_TYPES, PreferenceVector, event_weight
 
 _HEADER = struct.Struct("<I")  # length of the JSON part, then float32 vector bytes
 
@@ -19,6 +19,12 @@ class HistoryEntry:
     item_id: str
     weight: float
     ts: int
+    type: str = "view"
+
+    @property
+    def is_rejection(self) -> bool:
+        """dislike / remove_from_cart: the user turned the item down."""
+        return self.type in REJECTING_TYPES
 
 
 @dataclass
@@ -72,7 +78,7 @@ class UserState:
         self.remember_event(event_id)
         weight = event_weight(event_type, value)
         self.preference.learn_one(item_vector, weight, ts)
-        self.history.append(HistoryEntry(item_id, weight, ts))
+        self.history.append(HistoryEntry(item_id, weight, ts, event_type))
         while len(self.history) > self.history_size:
             self.history.popleft()
         if event_type in CONSUMING_TYPES and item_id not in self.consumed:
@@ -93,7 +99,7 @@ class UserState:
             "v": 1,
             "half_life_s": self.preference.half_life_s,
             "last_ts": self.preference.last_ts,
-            "history": [[h.item_id, h.weight, h.ts] for h in self.history],
+            "history": [[h.item_id, h.weight, h.ts, h.type] for h in self.history],
             "consumed": self.consumed,
             "seen": list(self.seen_event_ids),
             "last": self.last_recommended,

@@ -87,6 +87,20 @@ def worker(
 
 
 @app.command()
+def learner(
+    bootstrap: BootstrapOpt = None,
+    model_store: Annotated[Optional[str], typer.Option(help="directory or fsspec URI of the model store")] = None,
+) -> None:
+    """Run the learner: global CF + trending from every event, shipped as versioned snapshots."""
+    import logging
+
+    from stream.learner import run_learner
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s learner: %(message)s")
+    run_learner(_settings(bootstrap, model_store=model_store))
+
+
+@app.command()
 def demo(
     events: Annotated[Optional[int], typer.Option(help="replay only the first N ratings (default: all 100,000)")] = None,
     rate: Annotated[Optional[float], typer.Option(help="pace the replay at R events/s (default: full speed)")] = None,
@@ -98,6 +112,31 @@ def demo(
     from serving.demo import run_demo
 
     run_demo(events=events, rate=rate, json_summary=json_summary, broker_kind=broker_kind, k=k, console=console)
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Optional[str], typer.Option(help="built-in dataset: movielens-100k")] = "movielens-100k",
+    events_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")] = None,
+    items_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with item_id, title [, description, category]")] = None,
+    models: Annotated[Optional[str], typer.Option(help="comma-separated subset (default: all baselines and hybrids)")] = None,
+    k: Annotated[int, typer.Option(help="list length K of the metrics")] = 10,
+    eval_every: Annotated[int, typer.Option(help="score every Nth event (every event is still learned)")] = 1,
+    windows: Annotated[int, typer.Option(help="time windows of the per-window metrics")] = 10,
+    limit: Annotated[Optional[int], typer.Option(help="replay only the first N events")] = None,
+    json: Annotated[Optional[Path], typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
+    reports_dir: Annotated[Path, typer.Option(help="markdown table and HR@K plot go here")] = Path("reports"),
+) -> None:
+    """Prequential (test-then-learn) evaluation of the hybrid against baselines, in process."""
+    from serving.evaluate import run_evaluation
+
+    try:
+        run_evaluation(None if events_file else dataset, events_file, items_file,
+                       models.split(",") if models else None, k, eval_every, windows, limit, json, reports_dir,
+                       console=console)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

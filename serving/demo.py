@@ -24,7 +24,7 @@ from rich.table import Table
 from model.datasets import Movie, Rating, load_movies, load_ratings
 from stream.broker import EmbeddedBroker, free_port
 from stream.metrics import metric_sum, scrape
-from stream.worker_process import WorkerProcess
+from stream.stream_process import StreamProcess
 from stream.config import Settings, topic_name
 from stream.schemas import Event, Item
 from stream.topics import create_topics
@@ -33,9 +33,7 @@ from serving.sdk import EventProducer
 
 def movie_item(movie: Movie) -> Item:
     """A movie as a catalogue item: "Title (year)", first genre as category, the rest as tags."""
-    genres = list(movie.genres)
-    return Item(item_id=movie.item_id, title=movie.display_title, category=genres[0] if genres else None,
-                tags=genres[1:])
+    return Item(item_id=movie.item_id, title=movie.display_title, category=movie.category, tags=movie.tags)
 
 
 def rating_event(row: int, rating: Rating, ts: int) -> Event:
@@ -62,6 +60,7 @@ class RecommendationTally:
         self.last_list: dict[str, list[str]] = {}
         self.unserved: dict[str, deque] = defaultdict(deque)  # user -> (event_id, item_id, ts)
         self.last_received_at = 0.0
+        self.last_model_version: str | None = None
 
     def sent(self, event: Event) -> None:
         self.unserved[event.user_id].append((event.event_id, event.item_id, event.ts))
@@ -81,6 +80,7 @@ class RecommendationTally:
             if event_id == rec["trigger_event_id"]:
                 break
         self.last_list[user] = [i["item_id"] for i in rec["items"]]
+        self.last_model_version = rec["model_version"]
 
 
 def follow_recommendations(settings: Settings, tally: RecommendationTally, stop: threading.Event) -> None:
@@ -113,20 +113,25 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
     ratings = ratings[:events] if events else ratings
 
     broker = EmbeddedBroker(broker_kind, data_dir=work_dir / "broker")
-    worker = None
+    worker = learner = None
     stop_reader = threading.Event()
     try:
         with console.status(f"starting the embedded {broker_kind} broker"):
             broker.start()
         settings = Settings(bootstrap=broker.bootstrap, metrics_port=free_port(), k=k,
-                            data_dir=str(work_dir / "worker"))
+                            data_dir=str(work_dir / "worker"), model_store=str(work_dir / "models"))
         create_topics(settings)
         console.print(f"[green]broker[/] {broker.bootstrap} ({broker_kind}), topics created "
                       f"with prefix '{settings.topic_prefix}'")
-        worker = WorkerProcess(settings, work_dir / "worker.log")
+        worker = StreamProcess(settings, work_dir / "worker.log")
         worker.start()
         console.print(f"[green]worker[/] pid {worker.process.pid}, metrics on "
                       f"http://127.0.0.1:{settings.metrics_port}/metrics, log {work_dir / 'worker.log'}")
+
+        learner = StreamProcess(settings, work_dir / "learner.log", module="stream.learner")
+        learner.start()
+        console.print(f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
+                      f"{settings.model_store}), log {work_dir / 'learner.log'}")
 
         producer = EventProducer(settings)
         for movie in movies:
@@ -190,6 +195,8 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
             "events_per_s": round(processed / elapsed, 1) if elapsed else None,
             "worker_peak_rss_mb": worker.peak_rss_mb(),
             "items_indexed": int(metric_sum(samples, "streamrec_items_indexed")),
+            "model_swaps": int(metric_sum(samples, "streamrec_model_swaps_total", outcome="ok")),
+            "model_version": tally.last_model_version,
             "k": k,
         }
         _print_summary(console, summary)
@@ -201,8 +208,9 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
     finally:
         stop_reader.set()
         with console.status("stopping worker and broker"):
-            if worker:
-                worker.stop()
+            for process in (worker, learner):
+                if process:
+                    process.stop()
             broker.stop()
 
 
@@ -211,7 +219,7 @@ def _progress(console: Console) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
 
-def _wait_for(console: Console, what: str, read, target: float, settings: Settings, worker: WorkerProcess,
+def _wait_for(console: Console, what: str, read, target: float, settings: Settings, worker: StreamProcess,
               timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     with _progress(console) as progress:

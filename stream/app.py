@@ -17,6 +17,7 @@ from stream.catalogue import CatalogueFollower
 from stream.config import Settings, topic_name
 from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
+from stream.model_updates import ModelFollower
 from stream.schemas import InvalidEvent, dead_letter
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,24 @@ def create_app(settings: Settings) -> faust.App:
         dead_letter=send_dead_letter, on_new_items=on_new_items,
     )
 
+    pending_model: dict[str, tuple] = {}
+
+    def use_global_models(version, snapshot) -> None:
+        if "processor" in processor_box:
+            processor_box["processor"].use_global_models(version, snapshot)
+        else:  # the agent has not started yet: apply when it does
+            pending_model["latest"] = (version, snapshot)
+
+    model_follower = ModelFollower(settings.bootstrap, topic_name(settings, "model-updates"), use_global_models)
+
     @app.task
     async def follow_catalogue() -> None:
         await catalogue.run()
+
+    @app.task
+    async def follow_model_updates() -> None:
+        await catalogue.ready.wait()
+        await model_follower.run()
 
     @app.agent(events)
     async def ingest(stream):
@@ -90,6 +106,8 @@ def create_app(settings: Settings) -> faust.App:
             "processor",
             IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, model_version),
         )
+        if "latest" in pending_model:
+            processor.use_global_models(*pending_model.pop("latest"))
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
                        for e in batch]

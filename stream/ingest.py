@@ -11,7 +11,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 
-from model.content_recommender import ContentRecommender
+from model.global_snapshot import GlobalSnapshot
+from model.hybrid import HybridRecommender, HybridWeights
 from model.item_index import ItemIndex
 from model.user_state import UserState
 from stream import metrics
@@ -51,7 +52,9 @@ class IngestProcessor:
         self.publish = publish
         self.dead_letter = dead_letter
         self.model_version = model_version
-        self.recommender = ContentRecommender(index)
+        self.weights = HybridWeights(settings.weight_content, settings.weight_cf, settings.weight_trending)
+        # Until the learner's first snapshot arrives there is no CF nor trending: content only.
+        self.recommender = HybridRecommender(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
         self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
@@ -196,6 +199,13 @@ class IngestProcessor:
             del self.table[key]
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
         metrics.EVENTS.labels(event.type, "forgotten").inc()
+
+    def use_global_models(self, version: str, snapshot: GlobalSnapshot) -> None:
+        """Swap to a new CF + trending snapshot: one assignment, between two batches."""
+        cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
+        self.recommender = HybridRecommender(self.index, cf, trending, self.weights,
+                                             mmr_lambda=self.settings.mmr_lambda)
+        self.model_version = f"hybrid:{version}"
 
     # -- late items ----------------------------------------------------------------------
     async def on_new_items(self, item_ids: list[str]) -> None:

@@ -25,6 +25,10 @@ PENDING_EVENTS = Gauge("streamrec_pending_events", "Events waiting for their ite
 ONLINE_HIT_CHECKS = Counter(
     "streamrec_online_hit_checks", "Events of users who had a list: was the item in the last list served?", ["hit"]
 )
+MODEL_SWAPS = Counter(
+    "streamrec_model_swaps", "Global-model versions announced to this worker, by outcome (ok, missing, corrupt)",
+    ["outcome"],
+)
 BATCH_SIZE = Histogram(
     "streamrec_batch_events", "Events processed together per poll",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),

@@ -12,7 +12,7 @@ import pytest
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
 from stream.topics import create_topics
-from stream.worker_process import WorkerProcess
+from stream.stream_process import StreamProcess
 
 
 @pytest.fixture(scope="session")
@@ -27,17 +27,18 @@ def settings(broker, request, tmp_path) -> Settings:
     """Settings with topics and a consumer group of this test's own."""
     name = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
     s = Settings(bootstrap=broker.bootstrap, topic_prefix=f"{name}.", app_id=f"worker-{name}",
-                 metrics_port=free_port(), data_dir=str(tmp_path / "worker"), partitions=2)
+                 metrics_port=free_port(), data_dir=str(tmp_path / "worker"), partitions=2,
+                 model_store=str(tmp_path / "models"), snapshot_every_events=8, snapshot_every_s=1.0)
     create_topics(s)
     return s
 
 
 @pytest.fixture
 def start_worker(settings, tmp_path):
-    workers: list[WorkerProcess] = []
+    workers: list[StreamProcess] = []
 
-    def start(items: int) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+    def start(items: int) -> StreamProcess:
+        worker = StreamProcess(settings, tmp_path / f"worker-{len(workers)}.log")
         worker.start()
         workers.append(worker)
         worker.wait_ready(items)
@@ -46,6 +47,21 @@ def start_worker(settings, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def start_learner(settings, tmp_path):
+    learners: list[StreamProcess] = []
+
+    def start() -> StreamProcess:
+        learner = StreamProcess(settings, tmp_path / f"learner-{len(learners)}.log", module="stream.learner")
+        learner.start()
+        learners.append(learner)
+        return learner
+
+    yield start
+    for learner in learners:
+        learner.stop()
 
 
 def read_topic(settings: Settings, name: str, until, timeout_s: float = 60.0) -> list:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.content_recommender import ContentRecommender
+from model.hybrid import HybridRecommender
 from model.item_index import ItemIndex, ItemInfo
 from model.preference import PreferenceVector, decay_factor, event_weight
 from model.retrieval import top_k
@@ -93,22 +93,22 @@ def two_taste_index():
     return index
 
 
-def test_content_recommender_serves_the_users_taste_without_consumed_items(two_taste_index):
+def test_hybrid_content_part_serves_the_users_taste_without_consumed_items(two_taste_index):
     state = UserState.new(dim=2)
     state.learn("e1", "s0", "purchase", None, 0, two_taste_index.vector_of("s0"))
     state.learn("e2", "s1", "click", None, 0, two_taste_index.vector_of("s1"))
-    [scored] = ContentRecommender(two_taste_index).recommend([state], k=3)
+    [scored] = HybridRecommender(two_taste_index).recommend([state], k=3)
     ids = [s.item_id for s in scored]
     assert ids[:2] == ["s1", "s2"] and "s0" not in ids
     assert all(s.reasons and s.reasons[0].startswith("similar to Shoe") for s in scored)
     assert scored[0].score >= scored[1].score >= scored[2].score
 
 
-def test_content_recommender_never_serves_unavailable_items(two_taste_index):
+def test_hybrid_content_part_never_serves_unavailable_items(two_taste_index):
     state = UserState.new(dim=2)
     state.learn("e1", "s0", "click", None, 0, two_taste_index.vector_of("s0"))
     two_taste_index.remove("s1")
-    [scored] = ContentRecommender(two_taste_index).recommend([state], k=10)
+    [scored] = HybridRecommender(two_taste_index).recommend([state], k=10)
     assert "s1" not in [s.item_id for s in scored] and len(scored) == 5
 
 
@@ -120,7 +120,7 @@ def test_batch_scoring_matches_one_at_a_time(two_taste_index):
         for j, item in enumerate(rng.choice([i.item_id for i in two_taste_index.infos], 3, replace=False)):
             s.learn(f"{u}-{j}", item, "click", None, j, two_taste_index.vector_of(item))
         states.append(s)
-    rec = ContentRecommender(two_taste_index)
+    rec = HybridRecommender(two_taste_index)
     together = rec.recommend(states, k=4)
     alone = [rec.recommend([s], k=4)[0] for s in states]
     assert [[x.item_id for x in l] for l in together] == [[x.item_id for x in l] for l in alone]

@@ -1,4 +1,4 @@
-"""A worker as a child process (``python -m stream.app``), for the demo, tests and benchmarks."""
+"""Stream services (worker, learner) as child processes, for the demo, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from stream.config import Settings
 from stream.metrics import Samples, metric_sum, scrape
 
 
-class WorkerProcess:
-    """``python -m stream.app`` as a child process, configured through STREAMREC_* variables."""
+class StreamProcess:
+    """``python -m <module>`` (stream.app: a worker; stream.learner: the learner) as a child
+    process, configured through STREAMREC_* variables."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, module: str = "stream.app") -> None:
         self.settings = settings
         self.log_path = log_path
+        self.module = module
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -26,7 +28,7 @@ class WorkerProcess:
         env.update({f"STREAMREC_{k.upper()}": str(v) for k, v in self.settings.model_dump().items() if v is not None})
         env.setdefault("OMP_NUM_THREADS", "1")
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "stream.app"], env=env, stdout=log,
+        self.process = subprocess.Popen([sys.executable, "-m", self.module], env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def alive(self) -> bool:

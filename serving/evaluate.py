@@ -1,0 +1,192 @@
+"""``streamrec evaluate``: prequential replay of a time-ordered log through the hybrid and the
+baselines, in process (no broker), with the same model code the worker serves with."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from model.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
+from model.evaluation import PrequentialResult, prequential
+from model.hybrid import HybridWeights
+from model.item_index import ItemIndex, ItemInfo
+from model.item_text import render_item_text
+from model.online_hybrid import OnlineHybrid
+from model.recommender import Interaction, Recommender
+
+
+def load_log(dataset: str | None, events_file: Path | None, items_file: Path | None):
+    """(events, items) where items are (item_id, title, category, tags, description)."""
+    if events_file is not None:
+        events = _read_events(events_file)
+        items = _read_items(items_file) if items_file else []
+        return events, items
+    if dataset != "movielens-100k":
+        raise ValueError(f"unknown dataset {dataset!r}: use movielens-100k or --events-file")
+    from model.datasets import load_movies, load_ratings
+
+    events = [Interaction(r.user_id, r.item_id, r.ts_ms, "rating", r.rating) for r in load_ratings()]
+    items = [(m.item_id, m.display_title, m.category, m.tags, None) for m in load_movies()]
+    return events, items
+
+
+def _rows(path: Path) -> list[dict]:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _read_events(path: Path) -> list[Interaction]:
+    events = []
+    for n, row in enumerate(_rows(path)):
+        missing = {"user_id", "item_id", "ts"} - set(row)
+        if missing:
+            raise ValueError(f"{path}: row {n + 1} lacks {sorted(missing)} (needs user_id, item_id, ts)")
+        value = row.get("value")
+        events.append(Interaction(str(row["user_id"]), str(row["item_id"]), int(float(row["ts"])),
+                                  str(row.get("type") or "rating"),
+                                  float(value) if value not in (None, "") else None))
+    events.sort(key=lambda e: e.ts)  # stable: ties keep file order
+    return events
+
+
+def _read_items(path: Path) -> list[tuple]:
+    return [(str(r["item_id"]), str(r.get("title") or r["item_id"]), r.get("category") or None, [],
+             r.get("description") or None) for r in _rows(path)]
+
+
+def item_index(items: list[tuple], encoder_dir: str | None, console: Console) -> ItemIndex:
+    from model.encoder import TextEncoder
+
+    encoder = TextEncoder(encoder_dir)
+    texts = [render_item_text(title, category, description, tags) for _, title, category, tags, description in items]
+    with _progress(console) as progress:
+        task = progress.add_task(f"embedding {len(items)} items ({encoder.name})", total=len(items))
+        vectors = encoder.encode(texts, progress=lambda n: progress.advance(task, n))
+    index = ItemIndex(encoder.dim)
+    index.upsert([ItemInfo(item_id, title, category) for item_id, title, category, _, _ in items], vectors)
+    return index
+
+
+def model_factories(index: ItemIndex | None) -> dict[str, Callable[[], Recommender]]:
+    factories: dict[str, Callable[[], Recommender]] = {
+        "popularity": Popularity,
+        "trending-7d": lambda: RecentPopularity(half_life_days=7.0),
+        "item-knn": lambda: ItemKNN(n_recent=20),
+        "river-funkmf": lambda: RiverMF("funk", n_factors=32, learning_rate=0.05, n_negatives=3),
+        "river-biasedmf": lambda: RiverMF("biased", n_factors=32, learning_rate=0.05, n_negatives=3),
+        "implicit-als": lambda: PeriodicALS("als", retrain_every=10_000),
+        "implicit-als-foldin": lambda: PeriodicALS("als", retrain_every=10_000, fold_in_users=True),
+        "implicit-bpr": lambda: PeriodicALS("bpr", retrain_every=10_000, factors=64, iterations=100,
+                                            learning_rate=0.05),
+    }
+    if index is not None:
+        def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
+            return lambda: OnlineHybrid(index, weights, name=name)
+        factories["content-only"] = hybrid("content-only", HybridWeights(content=1.0, cf=0.0, trending=0.0))
+        factories["cf-only"] = hybrid("cf-only", HybridWeights(content=0.0, cf=1.0, trending=0.0))
+        factories["hybrid"] = hybrid("hybrid", HybridWeights())
+        factories["hybrid-mmr"] = lambda: OnlineHybrid(index, HybridWeights(), name="hybrid-mmr", mmr_lambda=0.8)
+    return factories
+
+
+def run_evaluation(dataset: str | None = "movielens-100k", events_file: Path | None = None,
+                   items_file: Path | None = None, models: list[str] | None = None, k: int = 10,
+                   eval_every: int = 1, windows: int = 10, limit: int | None = None,
+                   json_path: Path | None = None, reports_dir: Path = Path("reports"),
+                   encoder_dir: str | None = None, console: Console | None = None) -> PrequentialResult:
+    console = console or Console()
+    events, items = load_log(dataset, events_file, items_file)
+    events = events[:limit] if limit else events
+    index = item_index(items, encoder_dir, console) if items else None
+    factories = model_factories(index)
+    names = models or list(factories)
+    unknown = [n for n in names if n not in factories]
+    if unknown:
+        hint = "" if index is not None else " (content models need --items-file)"
+        raise ValueError(f"unknown models {unknown}{hint}; choose from {sorted(factories)}")
+    built = [factories[n]() for n in names]
+
+    with _progress(console) as progress:
+        task = progress.add_task("prequential replay", total=len(events))
+        result = prequential(events, built, k=k, eval_every=eval_every, windows=windows,
+                             progress=lambda n, scored: progress.update(task, completed=n),
+                             item_vectors=None if index is None else {i.item_id: index.vector_of(i.item_id)
+                                                                     for i in index.infos})
+    write_reports(result, reports_dir, json_path, dataset or str(events_file), console)
+    return result
+
+
+def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path | None, source: str,
+                  console: Console) -> None:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    note = (f"Source: {source}; {result.n_events:,} events, {result.n_scored:,} scored "
+            f"(every {result.eval_every}{'st' if result.eval_every == 1 else 'th'} event with prior history"
+            f"{'; --eval-every subsamples the scored events, every event is still learned' if result.eval_every > 1 else ''}"
+            f"), K={result.k}, {result.wall_s:.0f} s. Cold start: {result.cold_start.n_scored:,} scored events on items "
+            f"first seen after event {result.cold_start.new_item_after:,} with < {result.cold_start.max_prior} prior "
+            f"interactions.")
+    markdown = f"# Prequential evaluation\n\n{note}\n\n{result.as_markdown()}\n\n## HR@{result.k} per time window\n\n" \
+               f"{result.windows_markdown('hr')}\n"
+    (reports_dir / "evaluation.md").write_text(markdown)
+    plot_hr_over_time(result, reports_dir / "hr_over_time.png")
+    payload = {"models": {name: {key: _clean(v) for key, v in m.items()} for name, m in result.metrics.items()},
+               "cold_start_hr": {n: _clean(v) for n, v in result.cold_start.hr.items()},
+               "events_per_s": {n: round(t.events_per_s, 1) for n, t in result.timings.items()},
+               "k": result.k, "eval_every": result.eval_every, "n_events": result.n_events,
+               "n_scored": result.n_scored, "windows": [asdict(w) for w in result.windows]}
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(payload, indent=2, default=_clean) + "\n")
+    console.print(note)
+    console.print(result.as_markdown())
+    console.print(f"reports: {reports_dir / 'evaluation.md'}, {reports_dir / 'hr_over_time.png'}"
+                  + (f", {json_path}" if json_path else ""))
+
+
+def plot_hr_over_time(result: PrequentialResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from datetime import datetime, timezone
+
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    mid = [datetime.fromtimestamp((w.first_ts + w.last_ts) / 2000, tz=timezone.utc) for w in result.windows]
+    for name in result.model_names:
+        hr = [w.metrics[name]["hr"] for w in result.windows]
+        ax.plot(mid, hr, marker="o", linewidth=2.2 if "hybrid" in name else 1.2, label=name)
+    ax.set_title(f"Prequential HR@{result.k} per time window")
+    ax.set_ylabel(f"HR@{result.k}")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console)

@@ -1,0 +1,89 @@
+"""Workers follow ``model-updates`` and swap to each announced global-model version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from model.global_snapshot import GlobalSnapshot
+from stream import metrics
+from stream.model_store import ModelStore, SnapshotError
+
+log = logging.getLogger(__name__)
+
+
+def load_announced(announcement: dict) -> tuple[str, GlobalSnapshot]:
+    """Fetch and verify an announced snapshot: the manifest's sha256 must match the
+    announcement, every artefact its manifest entry. Raises :class:`SnapshotError`."""
+    try:
+        root, version = announcement["uri"].rstrip("/").rsplit("/", 1)
+        expected = announcement["sha256"]
+    except (KeyError, ValueError, AttributeError):
+        raise SnapshotError("corrupt", f"announcement lacks uri / sha256: {announcement!r:.200}") from None
+    store = ModelStore(root)
+    manifest_sha = store.manifest_sha256(version) if store.fs.exists(f"{store.root}/{version}/manifest.json") else None
+    if manifest_sha is None:
+        raise SnapshotError("missing", f"{announcement['uri']} has no manifest")
+    if manifest_sha != expected:
+        raise SnapshotError("corrupt", f"{announcement['uri']}: manifest sha256 differs from the announcement")
+    files = store.load(version)
+    try:
+        return version, GlobalSnapshot.from_bytes(files["global.npz"])
+    except (KeyError, ValueError, OSError) as exc:
+        raise SnapshotError("corrupt", f"{announcement['uri']}: unreadable snapshot ({exc})") from None
+
+
+class ModelFollower:
+    """Reads ``model-updates`` from the start (the latest announcement wins) and hands each
+    verified snapshot to ``apply``; a missing or corrupt version is counted and skipped, so
+    the worker keeps serving with what it has."""
+
+    def __init__(self, bootstrap: str, topic: str, apply: Callable[[str, GlobalSnapshot], None]) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.apply = apply
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap.split(","), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            partitions = None
+            while not partitions:
+                partitions = consumer.partitions_for_topic(self.topic)
+                if not partitions:
+                    await consumer._client.force_metadata_update()
+                    await asyncio.sleep(1.0)
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                records = [r for rs in batch.values() for r in rs]
+                if records:
+                    await self._swap(records[-1].value)
+                else:
+                    await asyncio.sleep(0.2)
+        finally:
+            await consumer.stop()
+
+    async def _swap(self, raw: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            announcement = json.loads(raw)
+            version, snapshot = await loop.run_in_executor(None, load_announced, announcement)
+        except SnapshotError as err:
+            metrics.MODEL_SWAPS.labels(err.reason).inc()
+            log.error("model update refused, still serving the previous model: %s", err)
+            return
+        except (ValueError, TypeError) as err:
+            metrics.MODEL_SWAPS.labels("corrupt").inc()
+            log.error("unreadable model announcement, still serving the previous model: %s", err)
+            return
+        self.apply(version, snapshot)
+        metrics.MODEL_SWAPS.labels("ok").inc()
+        log.info("now serving global models %s", version)

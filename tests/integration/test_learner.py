@@ -1,0 +1,75 @@
+"""Learner -> model store -> model-updates -> workers swap; corrupt versions are refused."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from serving.sdk import EventProducer
+from stream.config import topic_name
+from stream.metrics import metric_sum
+from stream.model_store import ModelStore
+from tests.conftest import read_topic
+from tests.integration.test_worker import KITCHEN, SHOES, has_trigger, lists_for, publish_catalogue
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_swaps(worker, outcome: str, at_least: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while metric_sum(worker.metrics(), "streamrec_model_swaps_total", outcome=outcome) < at_least:
+        assert time.monotonic() < deadline, f"no {outcome} model swap within {timeout_s}s"
+        time.sleep(0.2)
+
+
+def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refused(
+        settings, start_worker, start_learner):
+    with EventProducer(settings) as producer:
+        publish_catalogue(producer)
+        worker = start_worker(items=12)
+        learner = start_learner()
+        # Shoppers who buy trail running shoes also buy the cast iron skillet: a pairing no
+        # text similarity would suggest.
+        for u in range(6):
+            producer.send(event_id=f"b{u}a", user_id=f"buyer{u}", item_id="s1", type="purchase")
+            producer.send(event_id=f"b{u}b", user_id=f"buyer{u}", item_id="k4", type="purchase")
+        producer.flush()
+        wait_for_swaps(worker, "ok", 1)
+
+        producer.send(event_id="n1", user_id="newbie", item_id="s1", type="click")
+        producer.flush()
+        recs = read_topic(settings, "recommendations", has_trigger("n1"))
+        served = lists_for(recs, "newbie")[-1]
+        assert served["model_version"].startswith("hybrid:")
+        top = served["items"][0]
+        assert top["item_id"] == "k4", served["items"][:3]
+        assert any(r.startswith("often bought with Trail running shoes") for r in top["reasons"])
+        good_version = served["model_version"]
+        learner.stop()  # no newer good version from here on
+
+        # A version whose artefact was altered after it was announced is refused.
+        store = ModelStore(settings.model_store)
+        version = store.versions()[-1]
+        with open(f"{settings.model_store}/{version}/global.npz", "r+b") as f:
+            f.seek(100)
+            f.write(b"\x00corrupted\x00")
+        announcement = {"version": version, "uri": f"{settings.model_store}/{version}",
+                        "sha256": store.manifest_sha256(version), "created_ts": 0, "metrics": {}}
+        updates = topic_name(settings, "model-updates")
+        producer._producer.send(updates, key=b"global", value=json.dumps(announcement).encode())
+        producer.flush()
+        wait_for_swaps(worker, "corrupt", 1)
+        missing = {**announcement, "uri": f"{settings.model_store}/nope"}
+        producer._producer.send(updates, key=b"global", value=json.dumps(missing).encode())
+        producer.flush()
+        wait_for_swaps(worker, "missing", 1)
+
+        producer.send(event_id="n2", user_id="newbie", item_id="s2", type="click")
+        producer.flush()
+    recs = read_topic(settings, "recommendations", has_trigger("n2"))
+    after = lists_for(recs, "newbie")[-1]
+    assert worker.alive()
+    assert after["model_version"] == good_version  # still serving the last good version
+    assert {i["item_id"] for i in after["items"][:3]} <= set(SHOES) | set(KITCHEN)
