@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.hybrid import HybridRecommender
+from model.hybrid import HybridRecommender, HybridWeights
 from model.item_index import ItemIndex, ItemInfo
 from model.preference import PreferenceVector, decay_factor, event_weight
 from model.retrieval import top_k
@@ -124,3 +124,34 @@ def test_batch_scoring_matches_one_at_a_time(two_taste_index):
     together = rec.recommend(states, k=4)
     alone = [rec.recommend([s], k=4)[0] for s in states]
     assert [[x.item_id for x in l] for l in together] == [[x.item_id for x in l] for l in alone]
+
+
+def test_hybrid_cold_start_user_gets_trending_items_with_a_reason(two_taste_index):
+    from model.cooccurrence import ItemCooccurrence
+    from model.trending import TrendingPopularity
+
+    trending = TrendingPopularity()
+    for _ in range(3):
+        trending.learn_one(two_taste_index.row_of("k2"), ts=0)
+    trending.learn_one(two_taste_index.row_of("s1"), ts=0)
+    recommender = HybridRecommender(two_taste_index, ItemCooccurrence(), trending)
+    [scored] = recommender.recommend([UserState.new(dim=2)], k=2)
+    assert [s.item_id for s in scored] == ["k2", "s1"]
+    assert scored[0].reasons == ("trending now",)
+
+
+def test_hybrid_cf_lifts_items_bought_together(two_taste_index):
+    from model.cooccurrence import ItemCooccurrence
+
+    cf = ItemCooccurrence()
+    rows = two_taste_index.row_of
+    for u in range(5):  # shoe s0 is bought with kitchen item k2
+        cf.learn_one(f"b{u}", rows("s0"), ts=0)
+        cf.learn_one(f"b{u}", rows("k2"), ts=0)
+    state = UserState.new(dim=2)
+    state.learn("e1", "s0", "purchase", None, 0, two_taste_index.vector_of("s0"))
+    content_only = HybridRecommender(two_taste_index, cf, weights=HybridWeights(1.0, 0.0, 0.0))
+    hybrid = HybridRecommender(two_taste_index, cf, weights=HybridWeights(0.3, 1.0, 0.0))
+    assert content_only.recommend([state], k=1)[0][0].item_id == "s1"
+    [top] = hybrid.recommend([state], k=1)[0]
+    assert top.item_id == "k2" and top.reasons[0] == "often bought with Shoe 0"
