@@ -72,15 +72,19 @@ def create_app(settings: Settings) -> faust.App:
         dead_letter=send_dead_letter, on_new_items=on_new_items,
     )
 
-    pending_model: dict[str, tuple] = {}
+    async def processor_started() -> IngestProcessor:
+        while "processor" not in processor_box:
+            await asyncio.sleep(0.1)
+        return processor_box["processor"]
 
-    def use_global_models(version, snapshot) -> None:
-        if "processor" in processor_box:
-            processor_box["processor"].use_global_models(version, snapshot)
-        else:  # the agent has not started yet: apply when it does
-            pending_model["latest"] = (version, snapshot)
+    def prepare_global_models(version, snapshot):
+        return processor_box["processor"].prepare_global_models(version, snapshot)
 
-    model_follower = ModelFollower(settings.bootstrap, topic_name(settings, "model-updates"), use_global_models)
+    def use_global_models(prepared) -> None:
+        processor_box["processor"].use_global_models(prepared)
+
+    model_follower = ModelFollower(settings.bootstrap, topic_name(settings, "model-updates"),
+                                   prepare_global_models, use_global_models)
 
     @app.task
     async def follow_catalogue() -> None:
@@ -88,7 +92,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def follow_model_updates() -> None:
-        await catalogue.ready.wait()
+        await processor_started()
         await model_follower.run()
 
     @app.agent(events)
@@ -106,8 +110,6 @@ def create_app(settings: Settings) -> faust.App:
             "processor",
             IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, model_version),
         )
-        if "latest" in pending_model:
-            processor.use_global_models(*pending_model.pop("latest"))
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
                        for e in batch]

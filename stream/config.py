@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
     empty_fetch_backoff_s: float = Field(0.005, ge=0, description="pause after an empty fetch (see stream.fetch_backoff)")
     model_store: str = Field(".streamrec/models", description="model store: a directory or any fsspec URI")
-    snapshot_every_events: int = Field(5000, ge=1, description="learner: snapshot after this many new events")
+    snapshot_every_events: int = Field(50_000, ge=1, description="learner: snapshot after this many new events")
     snapshot_every_s: float = Field(10.0, gt=0, description="learner: or after this long, if anything was learned")
     trending_half_life_s: float = Field(7 * 24 * 3600.0, gt=0, description="half-life of trending counts")
     weight_content: float = Field(0.3, ge=0, description="hybrid beta of the content score")

@@ -200,11 +200,14 @@ class IngestProcessor:
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
         metrics.EVENTS.labels(event.type, "forgotten").inc()
 
-    def use_global_models(self, version: str, snapshot: GlobalSnapshot) -> None:
-        """Swap to a new CF + trending snapshot: one assignment, between two batches."""
+    def prepare_global_models(self, version: str, snapshot: GlobalSnapshot) -> tuple[str, HybridRecommender]:
+        """Lay a snapshot out in this worker's item rows (CPU work: run it off the event loop)."""
         cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
-        self.recommender = HybridRecommender(self.index, cf, trending, self.weights,
-                                             mmr_lambda=self.settings.mmr_lambda)
+        return version, HybridRecommender(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
+
+    def use_global_models(self, prepared: tuple[str, HybridRecommender]) -> None:
+        """Swap to prepared global models: one assignment, between two batches."""
+        version, self.recommender = prepared
         self.model_version = f"hybrid:{version}"
 
     # -- late items ----------------------------------------------------------------------

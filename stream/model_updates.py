@@ -36,13 +36,15 @@ def load_announced(announcement: dict) -> tuple[str, GlobalSnapshot]:
 
 
 class ModelFollower:
-    """Reads ``model-updates`` from the start (the latest announcement wins) and hands each
-    verified snapshot to ``apply``; a missing or corrupt version is counted and skipped, so
-    the worker keeps serving with what it has."""
+    """Reads ``model-updates`` from the start (the latest announcement wins); each verified
+    snapshot goes through ``prepare`` (off the event loop) and then ``apply`` (on it). A
+    missing or corrupt version is counted and skipped: the worker keeps serving what it has."""
 
-    def __init__(self, bootstrap: str, topic: str, apply: Callable[[str, GlobalSnapshot], None]) -> None:
+    def __init__(self, bootstrap: str, topic: str, prepare: Callable[[str, GlobalSnapshot], object],
+                 apply: Callable[[object], None]) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.prepare = prepare
         self.apply = apply
 
     async def run(self) -> None:
@@ -76,6 +78,7 @@ class ModelFollower:
         try:
             announcement = json.loads(raw)
             version, snapshot = await loop.run_in_executor(None, load_announced, announcement)
+            prepared = await loop.run_in_executor(None, self.prepare, version, snapshot)
         except SnapshotError as err:
             metrics.MODEL_SWAPS.labels(err.reason).inc()
             log.error("model update refused, still serving the previous model: %s", err)
@@ -84,6 +87,6 @@ class ModelFollower:
             metrics.MODEL_SWAPS.labels("corrupt").inc()
             log.error("unreadable model announcement, still serving the previous model: %s", err)
             return
-        self.apply(version, snapshot)
+        self.apply(prepared)
         metrics.MODEL_SWAPS.labels("ok").inc()
         log.info("now serving global models %s", version)
