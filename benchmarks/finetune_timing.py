@@ -7,7 +7,7 @@ time to re-embed 1,000 catalogue items through the adapter (and without it). Wit
 it fine-tunes on the older examples and compares HR@10 / NDCG@10 before and after on the most
 recent --holdout examples, ranking the whole 1,682-movie catalogue.
 
-    STREAMREC_CACHE_DIR=.cache python benchmarks/finetune_timing.py [--examples 1000] [--quality]
+    .venv/bin/python benchmarks/finetune_timing.py [--examples 1000] [--quality]
 """
 
 from __future__ import annotations
@@ -18,21 +18,24 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from collections import defaultdict, deque
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from model.datasets import load_movies, load_ratings  # noqa: E402
-from model.encoder import TextEncoder  # noqa: E402
-from model.finetune import AdaptedEncoder, TrainingBuffer, TrainingExample, holdout_metrics, micro_finetune  # noqa: E402
-from model.item_text import render_item_text  # noqa: E402
-from model.preference import event_weight  # noqa: E402
+from model.datasets import load_movies, load_ratings
+from model.encoder import TextEncoder
+from model.finetune import (
+    AdaptedEncoder,
+    TrainingBuffer,
+    TrainingExample,
+    holdout_metrics,
+    micro_finetune,
+)
+from model.item_text import render_item_text
+from model.preference import event_weight
 
 
 def machine() -> str:

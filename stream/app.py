@@ -114,7 +114,8 @@ def create_app(settings: Settings) -> faust.App:
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
                        for e in batch]
             try:
-                await processor.process(records)
+                with metrics.BATCH_SECONDS.time():
+                    await processor.process(records)
             except Exception:  # never die on a batch: log it, count it, keep serving
                 log.exception("batch of %d events failed", len(records))
                 for rec in records:

@@ -25,6 +25,10 @@ PENDING_EVENTS = Gauge("streamrec_pending_events", "Events waiting for their ite
 ONLINE_HIT_CHECKS = Counter(
     "streamrec_online_hit_checks", "Events of users who had a list: was the item in the last list served?", ["hit"]
 )
+BATCH_SECONDS = Histogram(
+    "streamrec_batch_processing_seconds", "Wall time of processing one poll's batch of events",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 MODEL_SWAPS = Counter(
     "streamrec_model_swaps", "Global-model versions announced to this worker, by outcome (ok, missing, corrupt)",
     ["outcome"],

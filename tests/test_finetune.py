@@ -122,7 +122,7 @@ def test_buffer_is_bounded_recency_weighted_and_holds_out_the_newest():
     buf = TrainingBuffer(max_examples=100, recency_half_life=10)
     for t in range(250):
         buf.add([("a", 1.0, t)], next_item=str(t), ts=t)
-    assert len(buf) == 100 and [ex.next_item for ex in buf][0] == "150"
+    assert len(buf) == 100 and next(iter(buf)).next_item == "150"
     p = buf.sampling_probabilities()
     assert p[-1] == pytest.approx(2 * p[-11]) and p.sum() == pytest.approx(1.0)
     drawn = [int(ex.next_item) for ex in buf.sample(20, np.random.default_rng(0))]
