@@ -92,9 +92,9 @@ class HybridRecommender:
             if self.mmr_lambda < 1 and len(pool):
                 pool = pool[mmr_rerank(total[row, pool], self.index.vectors[pool], k, self.mmr_lambda)]
             contributions = {name: part[row if len(part) > 1 else 0] for name, part in parts.items()}
-            history = cf_history[row] if cf_history else None
-            lists.append([Scored(self.index.infos[r].item_id, float(total[row, r]),
-                                 self._reasons(state, int(r), contributions, history)) for r in pool])
+            reasons = self._explain(state, pool, contributions, cf_history[row] if cf_history else [])
+            lists.append([Scored(self.index.infos[r].item_id, float(total[row, r]), why)
+                          for r, why in zip(pool, reasons)])
         return lists
 
     def score_all(self, states: list[UserState]) -> tuple[np.ndarray, dict[str, np.ndarray], list[list[int]]]:
@@ -125,33 +125,31 @@ class HybridRecommender:
         rows = [self.index.row_of(h.item_id) for h in state.history if not h.is_rejection]
         return [r for r in rows if r is not None]
 
-    def _reasons(self, state: UserState, row: int, contributions: dict[str, np.ndarray],
-                 cf_history: list[int] | None) -> tuple[str, ...]:
-        ranked = sorted(contributions, key=lambda name: -contributions[name][row])
-        chosen = [name for name in ranked if contributions[name][row] > 0][:3] or ranked[:1]
-        reasons = []
-        for name in chosen:
-            text = None
-            if name == "content":
-                text = self._similar_to(state, row)
-            elif name == "cf" and cf_history:
-                sims = self.cf.similarity_rows(cf_history, len(self.index))[:, row]
-                if sims.max() > 0:
-                    text = f"often bought with {self.index.infos[cf_history[int(sims.argmax())]].title}"
-            elif name == "trending":
-                category = self.index.infos[row].category
-                text = f"trending in {category}" if category else "trending now"
-            if text:
-                reasons.append(text)
-        return tuple(reasons)
-
-    def _similar_to(self, state: UserState, row: int) -> str | None:
-        liked = [h.item_id for h in state.history if h.weight > 0 and h.item_id in self.index]
-        liked = list(dict.fromkeys(reversed(liked)))[:20]
-        if not liked:
-            return None
-        sims = np.stack([self.index.vector_of(i) for i in liked]) @ self.index.vectors[row]
-        return f"similar to {self.index.infos[self.index.row_of(liked[int(sims.argmax())])].title}"
+    def _explain(self, state: UserState, pool: np.ndarray, contributions: dict[str, np.ndarray],
+                 cf_history: list[int]) -> list[tuple[str, ...]]:
+        """1-3 reasons per item of ``pool``, one per component that lifted it, strongest first.
+        Similarities to the user's history are computed once per list, not per item."""
+        infos = self.index.infos
+        liked = list(dict.fromkeys(reversed(
+            [r for h in state.history if h.weight > 0 and (r := self.index.row_of(h.item_id)) is not None])))[:20]
+        content_sims = self.index.vectors[liked] @ self.index.vectors[pool].T if liked else None
+        cf_rows = list(dict.fromkeys(reversed(cf_history)))[: self.cf.history] if self.cf and cf_history else []
+        cf_sims = self.cf.similarity_rows(cf_rows, len(self.index))[:, pool] if cf_rows else None
+        out = []
+        for j, row in enumerate(pool):
+            ranked = sorted(contributions, key=lambda name: -contributions[name][row])
+            chosen = [name for name in ranked if contributions[name][row] > 0][:3] or ranked[:1]
+            reasons = []
+            for name in chosen:
+                if name == "content" and content_sims is not None:
+                    reasons.append(f"similar to {infos[liked[int(content_sims[:, j].argmax())]].title}")
+                elif name == "cf" and cf_sims is not None and cf_sims[:, j].max() > 0:
+                    reasons.append(f"often bought with {infos[cf_rows[int(cf_sims[:, j].argmax())]].title}")
+                elif name == "trending":
+                    category = infos[row].category
+                    reasons.append(f"trending in {category}" if category else "trending now")
+            out.append(tuple(reasons))
+        return out
 
     def _consumed_rows(self, state: UserState) -> np.ndarray:
         """Rows of the user's consumed items, cached on the state (consumed grows at the end

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 
@@ -70,8 +71,8 @@ class GlobalLearner:
         return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending)
 
 
-def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str) -> dict:
-    """Store a snapshot and announce it; returns the announcement."""
+def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
+    """Store a snapshot, announce it, and keep only the newest ``keep_versions``."""
     manifest = store.save({"global.npz": learner.snapshot().to_bytes()},
                           metrics={"events_learned": learner.events, "items": len(learner.item_ids)})
     announcement = {"version": manifest.version, "uri": f"{store.uri.rstrip('/')}/{manifest.version}",
@@ -79,6 +80,7 @@ def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic:
                     "metrics": manifest.metrics}
     producer.send(topic, key=b"global", value=json.dumps(announcement).encode())
     producer.flush()
+    store.prune(keep=keep_versions)
     return announcement
 
 
@@ -86,6 +88,8 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     """Learn from ``events`` forever (or ``stop_after_s``), snapshotting as configured."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+    if settings.learner_nice:  # background work: let the workers and the broker go first
+        os.nice(settings.learner_nice)
     learner = GlobalLearner(settings.trending_half_life_s)
     store = ModelStore(settings.model_store)
     events_topic = topic_name(settings, "events")
@@ -117,7 +121,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             due = (since_snapshot >= settings.snapshot_every_events
                    or (since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s))
             if due:
-                announcement = publish_snapshot(learner, store, producer, updates_topic)
+                announcement = publish_snapshot(learner, store, producer, updates_topic, settings.keep_versions)
                 log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
                 since_snapshot, last_snapshot = 0, time.monotonic()
     finally:

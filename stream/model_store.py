@@ -103,6 +103,13 @@ class ModelStore:
             out[name] = data
         return out
 
+    def prune(self, keep: int, protect: set[str] = frozenset()) -> list[str]:
+        """Delete all but the newest ``keep`` versions (and those in ``protect``); returns them."""
+        doomed = [v for v in self.versions()[:-keep] if v not in protect] if keep > 0 else []
+        for version in doomed:
+            self.fs.rm(self._path(version), recursive=True)
+        return doomed
+
     def versions(self) -> list[str]:
         """Complete versions (with a manifest), oldest first."""
         if not self.fs.exists(self.root):

@@ -31,3 +31,10 @@ def test_a_version_without_manifest_is_missing_and_not_listed(tmp_path):
     with pytest.raises(SnapshotError) as err:
         store.load(version)
     assert err.value.reason == "missing"
+
+
+def test_prune_keeps_the_newest_versions(tmp_path):
+    store = ModelStore(str(tmp_path))
+    versions = [store.save({"a.bin": bytes([i])}).version for i in range(4)]
+    assert store.prune(keep=2) == versions[:2]
+    assert store.versions() == versions[2:]
