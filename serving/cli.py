@@ -107,11 +107,13 @@ def demo(
     json_summary: Annotated[Optional[Path], typer.Option(help="also write the summary as JSON here")] = None,
     broker_kind: Annotated[str, typer.Option("--broker", help="embedded broker: noida or tansu")] = "noida",
     k: Annotated[int, typer.Option(help="length of each recommendation list")] = 10,
+    learner: Annotated[bool, typer.Option(help="also run the learner (CF + trending); off: content-only lists")] = True,
 ) -> None:
-    """End to end on one machine: embedded broker, worker, MovieLens-100K catalogue and ratings replay."""
+    """End to end on one machine: embedded broker, worker, learner, MovieLens-100K catalogue and ratings replay."""
     from serving.demo import run_demo
 
-    run_demo(events=events, rate=rate, json_summary=json_summary, broker_kind=broker_kind, k=k, console=console)
+    run_demo(events=events, rate=rate, json_summary=json_summary, broker_kind=broker_kind, k=k,
+             with_learner=learner, console=console)
 
 
 @app.command()

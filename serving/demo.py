@@ -22,13 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from model.datasets import Movie, Rating, load_movies, load_ratings
-from stream.broker import EmbeddedBroker, free_port
-from stream.metrics import metric_sum, scrape
-from stream.stream_process import StreamProcess
-from stream.config import Settings, topic_name
-from stream.schemas import Event, Item
-from stream.topics import create_topics
 from serving.sdk import EventProducer
+from stream.broker import EmbeddedBroker, free_port
+from stream.config import Settings, topic_name
+from stream.metrics import metric_sum, scrape
+from stream.schemas import Event, Item
+from stream.stream_process import StreamProcess
+from stream.topics import create_topics
 
 
 def movie_item(movie: Movie) -> Item:
@@ -104,7 +104,7 @@ def follow_recommendations(settings: Settings, tally: RecommendationTally, stop:
 # -- the demo -------------------------------------------------------------------------------------
 def run_demo(events: int | None = None, rate: float | None = None, json_summary: Path | None = None,
              broker_kind: str = "noida", work_dir: Path = Path(".streamrec/demo"), k: int = 10,
-             console: Console | None = None) -> dict:
+             with_learner: bool = True, console: Console | None = None) -> dict:
     console = console or Console()
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -128,10 +128,11 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
         console.print(f"[green]worker[/] pid {worker.process.pid}, metrics on "
                       f"http://127.0.0.1:{settings.metrics_port}/metrics, log {work_dir / 'worker.log'}")
 
-        learner = StreamProcess(settings, work_dir / "learner.log", module="stream.learner")
-        learner.start()
-        console.print(f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
-                      f"{settings.model_store}), log {work_dir / 'learner.log'}")
+        if with_learner:
+            learner = StreamProcess(settings, work_dir / "learner.log", module="stream.learner")
+            learner.start()
+            console.print(f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
+                          f"{settings.model_store}), log {work_dir / 'learner.log'}")
 
         producer = EventProducer(settings)
         for movie in movies:
@@ -181,6 +182,7 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
             "dataset": "movielens-100k",
             "broker": broker_kind,
             "rate_limit": rate,
+            "learner": with_learner,
             "events_sent": len(ratings),
             "events_processed": int(processed),
             "dlq": int(metric_sum(samples, "streamrec_dlq_total")),

@@ -159,9 +159,10 @@ def plot_hr_over_time(result: PrequentialResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    from datetime import datetime, timezone
+
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
-    from datetime import datetime, timezone
 
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     mid = [datetime.fromtimestamp((w.first_ts + w.last_ts) / 2000, tz=timezone.utc) for w in result.windows]

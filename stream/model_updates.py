@@ -36,7 +36,8 @@ def load_announced(announcement: dict) -> tuple[str, GlobalSnapshot]:
 
 
 class ModelFollower:
-    """Reads ``model-updates`` from the start (the latest announcement wins); each verified
+    """Reads ``model-updates`` from the start: of the announcements made before the worker
+    started, the newest usable one is applied; after that each new one is tried. Each verified
     snapshot goes through ``prepare`` (off the event loop) and then ``apply`` (on it). A
     missing or corrupt version is counted and skipped: the worker keeps serving what it has."""
 
@@ -63,6 +64,14 @@ class ModelFollower:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            backlog = []  # announcements made before this worker started: newest usable wins
+            while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                batch = await consumer.getmany(timeout_ms=1000)
+                backlog += [r.value for rs in batch.values() for r in rs]
+            for raw in reversed(backlog):
+                if await self._swap(raw):
+                    break
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
                 records = [r for rs in batch.values() for r in rs]
@@ -73,7 +82,7 @@ class ModelFollower:
         finally:
             await consumer.stop()
 
-    async def _swap(self, raw: bytes) -> None:
+    async def _swap(self, raw: bytes) -> bool:
         loop = asyncio.get_running_loop()
         try:
             announcement = json.loads(raw)
@@ -82,11 +91,12 @@ class ModelFollower:
         except SnapshotError as err:
             metrics.MODEL_SWAPS.labels(err.reason).inc()
             log.error("model update refused, still serving the previous model: %s", err)
-            return
+            return False
         except (ValueError, TypeError) as err:
             metrics.MODEL_SWAPS.labels("corrupt").inc()
             log.error("unreadable model announcement, still serving the previous model: %s", err)
-            return
+            return False
         self.apply(prepared)
         metrics.MODEL_SWAPS.labels("ok").inc()
         log.info("now serving global models %s", version)
+        return True

@@ -11,8 +11,8 @@ import pytest
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
-from stream.topics import create_topics
 from stream.stream_process import StreamProcess
+from stream.topics import create_topics
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ def test_batch_scoring_matches_one_at_a_time(two_taste_index):
     rec = HybridRecommender(two_taste_index)
     together = rec.recommend(states, k=4)
     alone = [rec.recommend([s], k=4)[0] for s in states]
-    assert [[x.item_id for x in l] for l in together] == [[x.item_id for x in l] for l in alone]
+    assert [[x.item_id for x in lst] for lst in together] == [[x.item_id for x in lst] for lst in alone]
 
 
 def test_hybrid_cold_start_user_gets_trending_items_with_a_reason(two_taste_index):

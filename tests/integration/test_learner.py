@@ -73,3 +73,11 @@ def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refu
     assert worker.alive()
     assert after["model_version"] == good_version  # still serving the last good version
     assert {i["item_id"] for i in after["items"][:3]} <= set(SHOES) | set(KITCHEN)
+    # A worker started now finds the refused versions at the end of model-updates and falls
+    # back to the newest usable one.
+    worker.stop()
+    late = start_worker(items=12)
+    wait_for_swaps(late, "ok", 1)
+    samples = late.metrics()
+    assert metric_sum(samples, "streamrec_model_swaps_total", outcome="missing") == 1
+    assert metric_sum(samples, "streamrec_model_swaps_total", outcome="corrupt") == 1
