@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import pytest
@@ -49,14 +50,16 @@ def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refu
         good_version = served["model_version"]
         learner.stop()  # no newer good version from here on
 
-        # A version whose artefact was altered after it was announced is refused.
+        # A version whose artefact was altered after it was written is refused.
         store = ModelStore(settings.model_store)
-        version = store.versions()[-1]
-        with open(f"{settings.model_store}/{version}/global.npz", "r+b") as f:
+        good = store.versions()[-1]
+        tampered = f"{good}-tampered"
+        shutil.copytree(f"{settings.model_store}/{good}", f"{settings.model_store}/{tampered}")
+        with open(f"{settings.model_store}/{tampered}/global.npz", "r+b") as f:
             f.seek(100)
             f.write(b"\x00corrupted\x00")
-        announcement = {"version": version, "uri": f"{settings.model_store}/{version}",
-                        "sha256": store.manifest_sha256(version), "created_ts": 0, "metrics": {}}
+        announcement = {"version": tampered, "uri": f"{settings.model_store}/{tampered}",
+                        "sha256": store.manifest_sha256(tampered), "created_ts": 0, "metrics": {}}
         updates = topic_name(settings, "model-updates")
         producer._producer.send(updates, key=b"global", value=json.dumps(announcement).encode())
         producer.flush()
@@ -79,5 +82,6 @@ def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refu
     late = start_worker(items=12)
     wait_for_swaps(late, "ok", 1)
     samples = late.metrics()
+    assert metric_sum(samples, "streamrec_model_swaps_total", outcome="ok") == 1
     assert metric_sum(samples, "streamrec_model_swaps_total", outcome="missing") == 1
     assert metric_sum(samples, "streamrec_model_swaps_total", outcome="corrupt") == 1
