@@ -16,14 +16,13 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
-import platform
 import time
 from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe  # benchmarks/machine.py
 
 from model.datasets import load_movies, load_ratings
 from model.encoder import TextEncoder
@@ -36,19 +35,6 @@ from model.finetune import (
 )
 from model.item_text import render_item_text
 from model.preference import event_weight
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def movielens_examples(n: int, history_len: int = 20) -> list[TrainingExample]:
@@ -110,7 +96,7 @@ def main() -> None:
     after = holdout_metrics(adapted.encode, holdout, catalogue, text_of.__getitem__) if args.quality else None
 
     result = {
-        "date": dt.date.today().isoformat(), "machine": machine(), "device": report.device,
+        "date": dt.date.today().isoformat(), "machine": describe(), "device": report.device,
         "precision": report.precision, "torch_threads": torch.get_num_threads(),
         "examples": len(buffer), "batch_size": args.batch_size, "steps": report.steps,
         "examples_seen": report.examples_seen, "wall_s": round(report.seconds, 2),

@@ -16,26 +16,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 from pathlib import Path
 
+from machine import describe  # benchmarks/machine.py
 from rich.console import Console
 
 from serving.demo import run_demo
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -57,7 +44,7 @@ def main() -> None:
                                         console=quiet))
             lat = paced[name][-1]["latency_ms"]
             console.print(f"paced {name}: p50 {lat['p50']} / p95 {lat['p95']} / p99 {lat['p99']} ms")
-    result = {"date": dt.date.today().isoformat(), "machine": machine(), "full_speed": full, "paced": paced}
+    result = {"date": dt.date.today().isoformat(), "machine": describe(), "full_speed": full, "paced": paced}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

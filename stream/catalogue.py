@@ -11,6 +11,7 @@ from model.item_index import ItemIndex, ItemInfo
 from model.item_text import render_item_text
 from stream.metrics import ITEMS_INDEXED
 from stream.schemas import InvalidEvent, Item, parse_item
+from stream.topic_reader import open_from_start
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +47,10 @@ class CatalogueFollower:
         self.index = ItemIndex(dim=self.encoder.dim)
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
         if self.encoder is None:
             await self.load_encoder()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap.split(","), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
+        consumer, tps = await open_from_start(self.bootstrap, self.topic)
         try:
-            partitions = None
-            while not partitions:
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    await consumer._client.force_metadata_update()  # topic may be created later
-                    await asyncio.sleep(0.5)
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
             log.info("catalogue: reading %s (%d records at start)", self.topic, sum(end.values()))
             while True:

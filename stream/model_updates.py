@@ -10,6 +10,7 @@ from collections.abc import Callable
 from model.global_snapshot import GlobalSnapshot
 from stream import metrics
 from stream.model_store import ModelStore, SnapshotError
+from stream.topic_reader import open_from_start
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,8 @@ class ModelFollower:
         self.apply = apply
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap.split(","), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
+        consumer, tps = await open_from_start(self.bootstrap, self.topic, retry_s=1.0)
         try:
-            partitions = None
-            while not partitions:
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    await consumer._client.force_metadata_update()
-                    await asyncio.sleep(1.0)
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
             backlog = []  # announcements made before this worker started: newest usable wins
             while any([await consumer.position(tp) < end[tp] for tp in tps]):
