@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Topics of the wire contract.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+model_app = typer.Typer(help="Model versions in the model store.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console()
 
 BootstrapOpt = Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers (default: $STREAMREC_BOOTSTRAP or 127.0.0.1:9092)")]
@@ -98,6 +100,62 @@ def learner(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s learner: %(message)s")
     run_learner(_settings(bootstrap, model_store=model_store))
+
+
+StoreOpt = Annotated[Optional[str], typer.Option(help="model store (default: $STREAMREC_MODEL_STORE or .streamrec/models)")]
+
+
+@model_app.command("list")
+def model_list(model_store: StoreOpt = None) -> None:
+    """Versions in the store, oldest first, with what each was built from."""
+    from stream.model_store import ModelStore
+
+    store = ModelStore(_settings(model_store=model_store).model_store)
+    table = Table("version", "created (UTC)", "kind", "metrics", title=f"model store {store.uri}")
+    for version in store.versions():
+        manifest = store.manifest(version)
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(manifest.created_ts / 1000))
+        table.add_row(version, created, manifest.kind, ", ".join(f"{k}={v}" for k, v in manifest.metrics.items()))
+    console.print(table)
+
+
+@model_app.command("show")
+def model_show(version: str, model_store: StoreOpt = None) -> None:
+    """The manifest of VERSION (files with sha256, metrics), after checking every checksum."""
+    from stream.model_store import ModelStore, SnapshotError
+
+    store = ModelStore(_settings(model_store=model_store).model_store)
+    try:
+        store.load(version)
+    except SnapshotError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+    console.print_json(store.manifest(version).to_json().decode())
+
+
+@model_app.command("rollback")
+def model_rollback(version: str, bootstrap: BootstrapOpt = None, model_store: StoreOpt = None) -> None:
+    """Announce VERSION on model-updates: workers verify it and swap to it. A running learner's
+    next snapshot supersedes it; stop the learner to stay on VERSION."""
+    from kafka import KafkaProducer
+
+    from stream.config import topic_name
+    from stream.learner import announce
+    from stream.model_store import ModelStore, SnapshotError
+
+    settings = _settings(bootstrap, model_store=model_store)
+    store = ModelStore(settings.model_store)
+    try:
+        store.load(version)  # refuse to announce what workers would refuse
+    except SnapshotError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","))
+    try:
+        announcement = announce(store, version, producer, topic_name(settings, "model-updates"))
+    finally:
+        producer.close()
+    console.print(f"announced {announcement['uri']} (manifest sha256 {announcement['sha256'][:12]}...)")
 
 
 @app.command()

@@ -71,15 +71,22 @@ class GlobalLearner:
         return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending)
 
 
+def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
+    """Tell the workers to serve ``version`` of ``store`` (a new snapshot, or a rollback)."""
+    manifest = store.manifest(version)
+    announcement = {"version": version, "uri": f"{store.uri.rstrip('/')}/{version}",
+                    "sha256": store.manifest_sha256(version), "created_ts": manifest.created_ts,
+                    "metrics": manifest.metrics}
+    producer.send(topic, key=b"global", value=json.dumps(announcement).encode())
+    producer.flush()
+    return announcement
+
+
 def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
     """Store a snapshot, announce it, and keep only the newest ``keep_versions``."""
     manifest = store.save({"global.npz": learner.snapshot().to_bytes()},
                           metrics={"events_learned": learner.events, "items": len(learner.item_ids)})
-    announcement = {"version": manifest.version, "uri": f"{store.uri.rstrip('/')}/{manifest.version}",
-                    "sha256": store.manifest_sha256(manifest.version), "created_ts": manifest.created_ts,
-                    "metrics": manifest.metrics}
-    producer.send(topic, key=b"global", value=json.dumps(announcement).encode())
-    producer.flush()
+    announcement = announce(store, manifest.version, producer, topic)
     store.prune(keep=keep_versions)
     return announcement
 

@@ -85,3 +85,45 @@ def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refu
     assert metric_sum(samples, "streamrec_model_swaps_total", outcome="ok") == 1
     assert metric_sum(samples, "streamrec_model_swaps_total", outcome="missing") == 1
     assert metric_sum(samples, "streamrec_model_swaps_total", outcome="corrupt") == 1
+
+
+def test_a_rollback_is_announced_like_a_promotion_and_workers_follow(settings, start_worker, start_learner):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    with EventProducer(settings) as producer:
+        publish_catalogue(producer)
+        worker = start_worker(items=12)
+        learner = start_learner()
+        for u in range(6):
+            producer.send(event_id=f"a{u}", user_id=f"u{u}", item_id="s1", type="purchase")
+        producer.flush()
+        wait_for_swaps(worker, "ok", 1)
+        for u in range(6):
+            producer.send(event_id=f"b{u}", user_id=f"u{u}", item_id="k4", type="purchase")
+        producer.flush()
+        store = ModelStore(settings.model_store)
+        deadline = time.monotonic() + 30
+        while len(store.versions()) < 2:
+            assert time.monotonic() < deadline, "the learner made no second version"
+            time.sleep(0.2)
+        learner.stop()
+        wait_for_swaps(worker, "ok", 2)
+        first = store.versions()[0]
+
+        runner = CliRunner()
+        listed = runner.invoke(app, ["model", "list", "--model-store", settings.model_store])
+        assert listed.exit_code == 0 and first in listed.output and "events_learned=" in listed.output
+        shown = runner.invoke(app, ["model", "show", first, "--model-store", settings.model_store])
+        assert shown.exit_code == 0 and "global.npz" in shown.output
+        rolled = runner.invoke(app, ["model", "rollback", first, "--model-store", settings.model_store,
+                                     "--bootstrap", settings.bootstrap],
+                               env={"STREAMREC_TOPIC_PREFIX": settings.topic_prefix})
+        assert rolled.exit_code == 0, rolled.output
+        wait_for_swaps(worker, "ok", 3)
+
+        producer.send(event_id="c1", user_id="fresh", item_id="s2", type="click")
+        producer.flush()
+    recs = read_topic(settings, "recommendations", has_trigger("c1"))
+    assert lists_for(recs, "fresh")[-1]["model_version"] == f"hybrid:{first}"
