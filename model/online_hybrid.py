@@ -61,7 +61,7 @@ class OnlineHybrid:
         state.learn(f"#{self._events}", event.item_id, event.type, event.value, event.ts, self.index.vectors[row])
         if event.type not in REJECTING_TYPES:
             self.cf.learn_one(event.user_id, row, event.ts)
-            self.trending.learn_one(row, event.ts, category=self.index.infos[row].category)
+            self.trending.learn_one(row, event.ts)
 
     def recommend(self, user_id: str, k: int, exclude: set[str] = frozenset()) -> list[str]:
         [scored] = self.scorer.recommend([self._state(user_id)], k, [set(exclude)])

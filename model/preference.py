@@ -92,7 +92,3 @@ class PreferenceVector:
         if norm < 1e-12:
             return np.zeros_like(self.vector)
         return self.vector / norm
-
-    @property
-    def is_empty(self) -> bool:
-        return float(np.abs(self.vector).sum()) == 0.0

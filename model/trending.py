@@ -1,9 +1,6 @@
-"""Trending popularity: time-decayed interaction counts, overall and per category."""
+"""Trending popularity: time-decayed interaction counts."""
 
 from __future__ import annotations
-
-import math
-from collections import defaultdict
 
 import numpy as np
 
@@ -14,7 +11,6 @@ class TrendingPopularity:
     """pop(i, t) = sum over events e on i of w_e * 0.5^((t - t_e) / half_life).
 
     Items are addressed by row (the item index's row numbers); counts grow as rows appear.
-    ``category_of`` maps a row to its category for "trending in <category>".
 
     >>> trend = TrendingPopularity(half_life_s=3600)
     >>> trend.learn_one(0, ts=0); trend.learn_one(1, ts=3_600_000); trend.learn_one(1, ts=3_600_000)
@@ -25,7 +21,6 @@ class TrendingPopularity:
     def __init__(self, half_life_s: float = 7 * 24 * 3600.0) -> None:
         self.clock = DecayClock(half_life_s)
         self._counts = np.zeros(1024, dtype=np.float64)
-        self._category_totals: dict[str, float] = defaultdict(float)
 
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> TrendingPopularity:
@@ -34,20 +29,16 @@ class TrendingPopularity:
         model._counts = np.array(counts, dtype=np.float64)
         return model
 
-    def learn_one(self, row: int, ts: int, weight: float = 1.0, category: str | None = None) -> None:
+    def learn_one(self, row: int, ts: int, weight: float = 1.0) -> None:
         g = self.clock.weight(ts)
         if row >= len(self._counts):
             grown = np.zeros(max(row + 1, 2 * len(self._counts)))
             grown[: len(self._counts)] = self._counts
             self._counts = grown
         self._counts[row] += weight * g
-        if category:
-            self._category_totals[category] += weight * g
         factor = self.clock.rebase()
         if factor is not None:
             self._counts *= factor
-            for c in self._category_totals:
-                self._category_totals[c] *= factor
 
     def scores(self, n_items: int) -> np.ndarray:
         """Current decayed counts of rows 0..n_items-1 (float64)."""
@@ -55,9 +46,3 @@ class TrendingPopularity:
         m = min(n_items, len(self._counts))
         out[:m] = self._counts[:m] * self.clock.read_scale()
         return out
-
-    def top_share(self, row: int, n_items: int) -> float:
-        """The item's share of all current trending mass (0..1)."""
-        scores = self.scores(n_items)
-        total = scores.sum()
-        return 0.0 if total <= 0 or not math.isfinite(total) else float(scores[row] / total)
