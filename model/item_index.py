@@ -77,6 +77,24 @@ class ItemIndex:
             self._vectors[row] = vectors[i]
             self._available[row] = True if available is None else bool(available[i])
 
+    def respaced(self, vectors: np.ndarray) -> ItemIndex:
+        """A copy with the same rows, ids, titles and availability, and new ``vectors``
+        (n_items, dim') from another embedding space; row numbers stay valid.
+
+        >>> index = ItemIndex(dim=2)
+        >>> index.upsert([ItemInfo("a", "A")], np.array([[1.0, 0.0]], dtype=np.float32))
+        >>> index.respaced(np.array([[0.0, 1.0]], dtype=np.float32)).vector_of("a").tolist()
+        [0.0, 1.0]
+        """
+        if len(vectors) != len(self.infos):
+            raise ValueError(f"{len(vectors)} vectors for {len(self.infos)} items")
+        other = ItemIndex(dim=vectors.shape[1], capacity=max(1, len(self._available)))
+        other._vectors[: len(self.infos)] = vectors
+        other._available[: len(self.infos)] = self.available
+        other._rows = dict(self._rows)
+        other.infos = list(self.infos)
+        return other
+
     def remove(self, item_id: str) -> None:
         """Stop serving an item (deleted or tombstoned); its row stays for stable indices."""
         row = self._rows.get(item_id)

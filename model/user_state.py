@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.preference import CONSUMING_TYPES, REJECTING_TYPES, PreferenceVector, event_weight
+from model.preference import (
+    CONSUMING_TYPES,
+    REJECTING_TYPES,
+    PreferenceVector,
+    event_weight,
+)
 
 _HEADER = struct.Struct("<I")  # length of the JSON part, then float32 vector bytes
 
@@ -37,6 +42,8 @@ class UserState:
     - ``consumed``: purchased / rated / reviewed items, never recommended again (bounded).
     - ``seen_event_ids``: the last ``dedupe_window`` event ids; a replayed event changes nothing.
     - ``pending``: events naming items not yet in the catalogue, applied once they arrive.
+    - ``space``: the embedding space ``preference`` lives in (the adapter version, "base"
+      for the plain encoder); :meth:`rebuild` moves it to another one.
 
     >>> state = UserState.new(dim=2)
     >>> state.learn("e1", "a", "purchase", None, 1000, np.array([1.0, 0.0], dtype=np.float32))
@@ -57,6 +64,7 @@ class UserState:
     dedupe_window: int = 256
     consumed_limit: int = 2000
     pending_limit: int = 200
+    space: str = "base"
 
     @classmethod
     def new(cls, dim: int, half_life_s: float = 7 * 24 * 3600.0, history_size: int = 50) -> UserState:
@@ -87,6 +95,26 @@ class UserState:
                 del self.consumed[0]
         return True
 
+    def rebuild(self, space: str, vector_of) -> None:
+        """Recompute the preference vector in ``space`` from the recent history, replaying
+        ``u <- decay(dt) u + w e_new(item)`` in order; ``vector_of(item_id)`` gives the new
+        space's vectors (None: item unknown there, skipped). Vectors of two spaces never mix;
+        events older than the history are gone from the new vector.
+
+        >>> state = UserState.new(dim=2)
+        >>> _ = state.learn("e1", "a", "click", None, 0, np.array([1.0, 0.0], dtype=np.float32))
+        >>> state.rebuild("v2", {"a": np.array([0.0, 1.0], dtype=np.float32)}.get)
+        >>> state.space, state.preference.vector.tolist()
+        ('v2', [0.0, 2.0])
+        """
+        preference = PreferenceVector(dim=self.preference.dim, half_life_s=self.preference.half_life_s)
+        for entry in self.history:
+            vector = vector_of(entry.item_id)
+            if vector is not None:
+                preference.learn_one(vector, entry.weight, entry.ts)
+        self.preference = preference
+        self.space = space
+
     def park(self, event: dict) -> bool:
         """Keep an event whose item is not known yet; False when the pending buffer is full."""
         if len(self.pending) >= self.pending_limit:
@@ -105,6 +133,7 @@ class UserState:
             "last": self.last_recommended,
             "pending": self.pending,
             "history_size": self.history_size,
+            "space": self.space,
         }
         blob = json.dumps(meta, separators=(",", ":")).encode()
         return _HEADER.pack(len(blob)) + blob + self.preference.vector.astype(np.float32).tobytes()
@@ -124,4 +153,5 @@ class UserState:
             last_recommended=meta["last"],
             pending=meta["pending"],
             history_size=meta["history_size"],
+            space=meta.get("space", "base"),
         )

@@ -13,11 +13,12 @@ import faust
 
 from model.encoder import DEFAULT_MODEL, TextEncoder
 from stream import metrics
+from stream.adapter_training import prepare_adapter_space
 from stream.catalogue import CatalogueFollower
 from stream.config import Settings, topic_name
 from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
-from stream.model_updates import ModelFollower
+from stream.model_updates import ModelFollower, VerifiedVersion
 from stream.schemas import InvalidEvent, dead_letter
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def create_app(settings: Settings) -> faust.App:
     async def publish(key: bytes, value: bytes | None) -> None:
         await recommendations.send(key=key, value=value)
 
-    model_version = f"content:{DEFAULT_MODEL if settings.encoder_dir is None else settings.encoder_dir}"
+    encoder_name = DEFAULT_MODEL if settings.encoder_dir is None else settings.encoder_dir
     processor_box: dict[str, IngestProcessor] = {}
 
     async def on_new_items(item_ids: list[str]) -> None:
@@ -77,14 +78,21 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.sleep(0.1)
         return processor_box["processor"]
 
-    def prepare_global_models(version, snapshot):
-        return processor_box["processor"].prepare_global_models(version, snapshot)
+    def prepare_adapter(verified: VerifiedVersion):
+        encoder, index = prepare_adapter_space(verified.files, verified.manifest.metrics, catalogue.base_encoder,
+                                               catalogue.index, dict(catalogue.texts))
+        return verified.version, encoder, index
 
-    def use_global_models(prepared) -> None:
-        processor_box["processor"].use_global_models(prepared)
+    def use_adapter(prepared) -> None:  # on the event loop, between two batches
+        version, encoder, index = prepared
+        catalogue.use_space(encoder, index)
+        processor_box["processor"].use_space(version, catalogue.index)
 
-    model_follower = ModelFollower(settings.bootstrap, topic_name(settings, "model-updates"),
-                                   prepare_global_models, use_global_models)
+    model_follower = ModelFollower(settings.bootstrap, topic_name(settings, "model-updates"), {
+        "global": (lambda verified: processor_box["processor"].prepare_global_models(verified),
+                   lambda prepared: processor_box["processor"].use_global_models(prepared)),
+        "adapter": (prepare_adapter, use_adapter),
+    })
 
     @app.task
     async def follow_catalogue() -> None:
@@ -108,7 +116,7 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.sleep(0.1)
         processor = processor_box.setdefault(
             "processor",
-            IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, model_version),
+            IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, encoder_name),
         )
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)

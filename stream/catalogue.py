@@ -25,6 +25,7 @@ def item_text(item: Item) -> str:
 class CatalogueFollower:
     """Reads every partition of ``items`` (no consumer group: each worker needs all items),
     embeds new or changed items in batches off the event loop, and removes deleted ones.
+    :meth:`use_space` swaps encoder and index together when an adapter is promoted.
 
     ``ready`` is set once the topic has been read up to the end offsets seen at start.
     ``on_new_items`` is called with the ids that just became servable.
@@ -37,13 +38,28 @@ class CatalogueFollower:
         self.encoder_factory = encoder_factory
         self.dead_letter = dead_letter
         self.on_new_items = on_new_items
-        self.encoder: TextEncoder | None = None
+        self.base_encoder: TextEncoder | None = None  # the frozen encoder adapters are trained on
+        self.encoder = None  # in use: the base encoder, or an AdaptedEncoder once one is promoted
         self.index: ItemIndex | None = None
+        self.texts: dict[str, str] = {}  # item_id -> the text its vector was embedded from
         self.ready = asyncio.Event()
+
+    def use_space(self, encoder, index: ItemIndex) -> None:
+        """Serve from ``index`` (same rows as the current index, see :meth:`ItemIndex.respaced`),
+        embedded by ``encoder``. Items added or removed while it was prepared are caught up."""
+        for info in self.index.infos[: len(index)]:
+            if not self.index.available[self.index.row_of(info.item_id)]:
+                index.remove(info.item_id)
+        added = self.index.infos[len(index):]
+        if added:
+            index.upsert(added, encoder.encode([self.texts[i.item_id] for i in added]),
+                         [bool(self.index.available[self.index.row_of(i.item_id)]) for i in added])
+        self.encoder, self.index = encoder, index
+        ITEMS_INDEXED.set(index.n_available)
 
     async def load_encoder(self) -> None:
         loop = asyncio.get_running_loop()
-        self.encoder = await loop.run_in_executor(None, self.encoder_factory)
+        self.encoder = self.base_encoder = await loop.run_in_executor(None, self.encoder_factory)
         self.index = ItemIndex(dim=self.encoder.dim)
 
     async def run(self) -> None:
@@ -84,7 +100,13 @@ class CatalogueFollower:
         changed = [item for item in latest.values() if item is not None]
         if changed:
             loop = asyncio.get_running_loop()
-            vectors = await loop.run_in_executor(None, self.encoder.encode, [item_text(i) for i in changed])
+            texts = [item_text(i) for i in changed]
+            while True:  # an adapter swap during the encoding: encode again in the new space
+                encoder = self.encoder
+                vectors = await loop.run_in_executor(None, encoder.encode, texts)
+                if encoder is self.encoder:
+                    break
+            self.texts.update((i.item_id, text) for i, text in zip(changed, texts))
             infos = [ItemInfo(i.item_id, i.title, i.category) for i in changed]
             new_ids = [i.item_id for i in changed if i.item_id not in self.index]
             self.index.upsert(infos, vectors, [i.available for i in changed])

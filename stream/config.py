@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     weight_cf: float = Field(1.0, ge=0, description="hybrid beta of the collaborative-filtering score")
     weight_trending: float = Field(0.2, ge=0, description="hybrid beta of the trending score")
     mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
+    learner_metrics_port: int = Field(9109, ge=0, description="learner: port of its Prometheus endpoint (0: none)")
+    finetune: bool = Field(True, description="learner: micro-fine-tune the encoder's LoRA adapter on recent behaviour")
+    finetune_every_events: int = Field(20_000, ge=1, description="learner: a fine-tune cycle after this many events")
+    finetune_every_s: float = Field(900.0, gt=0, description="learner: or after this long, if examples came in")
+    finetune_min_examples: int = Field(200, ge=2, description="learner: no cycle with fewer training examples")
+    finetune_budget_s: float = Field(60.0, gt=0, description="learner: time box of one cycle's training steps")
+    finetune_batch_size: int = Field(32, ge=2, description="learner: examples per step (in-batch negatives)")
+    finetune_buffer_size: int = Field(10_000, ge=10, description="learner: recent training examples kept")
+    finetune_holdout: float = Field(0.1, gt=0, lt=1, description="learner: newest share of examples held out")
+    finetune_threads: int = Field(1, ge=1, description="learner: CPU threads for training (cuda is used when present)")
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 
 

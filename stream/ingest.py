@@ -17,7 +17,16 @@ from model.item_index import ItemIndex
 from model.user_state import UserState
 from stream import metrics
 from stream.config import Settings
-from stream.schemas import Event, InvalidEvent, Recommendation, RecommendedItem, now_ms, parse_event
+from stream.model_store import SnapshotError
+from stream.model_updates import VerifiedVersion
+from stream.schemas import (
+    Event,
+    InvalidEvent,
+    Recommendation,
+    RecommendedItem,
+    now_ms,
+    parse_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +54,15 @@ class IngestProcessor:
     """
 
     def __init__(self, settings: Settings, index: ItemIndex, table: MutableMapping[bytes, bytes],
-                 publish: Publish, dead_letter: DeadLetter, model_version: str) -> None:
+                 publish: Publish, dead_letter: DeadLetter, encoder_name: str) -> None:
         self.settings = settings
         self.index = index
         self.table = table
         self.publish = publish
         self.dead_letter = dead_letter
-        self.model_version = model_version
+        self.encoder_name = encoder_name
+        self.global_version: str | None = None  # the learner's CF + trending snapshot in use
+        self.space = "base"  # the adapter version the item vectors come from ("base": none)
         self.weights = HybridWeights(settings.weight_content, settings.weight_cf, settings.weight_trending)
         # Until the learner's first snapshot arrives there is no CF nor trending: content only.
         self.recommender = HybridRecommender(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
@@ -61,17 +72,34 @@ class IngestProcessor:
         self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
         self.cache_size = 100_000
 
+    @property
+    def model_version(self) -> str:
+        """What served a list: ``hybrid:<global version>`` (or ``content:<encoder>`` before the
+        first snapshot), plus ``+adapter:<version>`` once a fine-tuned adapter is in use."""
+        served = f"hybrid:{self.global_version}" if self.global_version else f"content:{self.encoder_name}"
+        return served if self.space == "base" else f"{served}+adapter:{self.space}"
+
     # -- state ---------------------------------------------------------------------------
+    def _new_state(self) -> UserState:
+        state = UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+        state.space = self.space
+        return state
+
     def _load(self, key: bytes) -> UserState:
-        """The user's state; decoded objects are cached while the table still holds our bytes."""
+        """The user's state; decoded objects are cached while the table still holds our bytes.
+        A state from another embedding space is rebuilt in this one from its history."""
         raw = self.table.get(key)
         if raw is None:
-            return UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+            return self._new_state()
         cached = self._cache.get(key)
         if cached is not None and cached[0] is raw:
             self._cache.move_to_end(key)
-            return cached[1]
-        return UserState.from_bytes(raw)
+            state = cached[1]
+        else:
+            state = UserState.from_bytes(raw)
+        if state.space != self.space:
+            state.rebuild(self.space, self.index.vector_of)
+        return state
 
     def _save(self, key: bytes, state: UserState) -> None:
         raw = state.to_bytes()
@@ -112,7 +140,7 @@ class IngestProcessor:
                     if applied:  # publish what came before the erasure, then forget it
                         await self._publish_lists([(user, state, applied)])
                     await self._forget(key, event)
-                    state = UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+                    state = self._new_state()
                     applied, changed = [], False
                     continue
                 outcome = await self._apply(user, state, event, source)
@@ -200,15 +228,30 @@ class IngestProcessor:
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
         metrics.EVENTS.labels(event.type, "forgotten").inc()
 
-    def prepare_global_models(self, version: str, snapshot: GlobalSnapshot) -> tuple[str, HybridRecommender]:
+    def prepare_global_models(self, verified: VerifiedVersion) -> tuple[str, int, HybridRecommender]:
         """Lay a snapshot out in this worker's item rows (CPU work: run it off the event loop)."""
+        try:
+            snapshot = GlobalSnapshot.from_bytes(verified.files["global.npz"])
+        except (KeyError, ValueError, OSError) as exc:
+            raise SnapshotError("corrupt", f"{verified.version}: unreadable snapshot ({exc})") from None
         cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
-        return version, HybridRecommender(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
+        recommender = HybridRecommender(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
+        return verified.version, verified.manifest.created_ts, recommender
 
-    def use_global_models(self, prepared: tuple[str, HybridRecommender]) -> None:
+    def use_global_models(self, prepared: tuple[str, int, HybridRecommender]) -> None:
         """Swap to prepared global models: one assignment, between two batches."""
-        version, self.recommender = prepared
-        self.model_version = f"hybrid:{version}"
+        self.global_version, _, recommender = prepared
+        recommender.index = self.index  # an adapter may have been promoted meanwhile: same rows
+        self.recommender = recommender
+
+    def use_space(self, version: str, index: ItemIndex) -> None:
+        """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
+        user's vector is rebuilt from their history in the new space when next loaded."""
+        self.index = index
+        self.recommender = HybridRecommender(index, self.recommender.cf, self.recommender.trending, self.weights,
+                                             mmr_lambda=self.settings.mmr_lambda)
+        self.space = version
+        self._cache.clear()
 
     # -- late items ----------------------------------------------------------------------
     async def on_new_items(self, item_ids: list[str]) -> None:

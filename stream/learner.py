@@ -1,10 +1,13 @@
 """The learner: its own reader of every event; keeps the global models (item co-occurrence CF,
-trending popularity) fresh and ships them to the workers as versioned snapshots.
+trending popularity) fresh, fine-tunes the encoder's LoRA adapter, and ships both to the
+workers as versioned, checksummed model versions.
 
-Loop: read ``events`` (all partitions, no consumer group: on restart it relearns from the
-start of the topic's retention) -> learn -> every ``snapshot_every_events`` events or
-``snapshot_every_s`` seconds with news: save a snapshot in the model store (manifest + sha256)
-and announce it on ``model-updates``. Workers swap to it atomically.
+Loop: read ``items`` (item texts), ``model-updates`` (the adapter in service) and ``events``
+(all partitions, no consumer group: on restart it relearns from the start of the topic's
+retention) -> learn CF + trending, cut (history -> next item) training examples -> every
+``snapshot_every_events`` events or ``snapshot_every_s`` seconds with news: save a snapshot in
+the model store and announce it on ``model-updates``; per :class:`FinetuneSchedule`: a guarded
+fine-tune cycle in a thread (:mod:`stream.adapter_training`). Workers swap atomically.
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ import time
 from collections import OrderedDict
 
 from model.cooccurrence import ItemCooccurrence
+from model.encoder import TextEncoder
 from model.global_snapshot import GlobalSnapshot
 from model.preference import REJECTING_TYPES
+from model.training_examples import NextItemExamples
 from model.trending import TrendingPopularity
+from stream import metrics
+from stream.adapter_training import AdapterTrainer
+from stream.catalogue import item_text
 from stream.config import Settings, topic_name
-from stream.model_store import ModelStore
-from stream.schemas import InvalidEvent, parse_event
+from stream.model_store import ModelStore, SnapshotError
+from stream.model_updates import announcement_kind, load_announced
+from stream.schemas import InvalidEvent, parse_event, parse_item
 
 log = logging.getLogger(__name__)
 
@@ -72,68 +81,180 @@ class GlobalLearner:
 
 
 def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
-    """Tell the workers to serve ``version`` of ``store`` (a new snapshot, or a rollback)."""
+    """Tell the workers to serve ``version`` of ``store`` (a new version, or a rollback); the
+    record is keyed by the version's kind (global, adapter)."""
     manifest = store.manifest(version)
-    announcement = {"version": version, "uri": f"{store.uri.rstrip('/')}/{version}",
+    announcement = {"version": version, "kind": manifest.kind, "uri": f"{store.uri.rstrip('/')}/{version}",
                     "sha256": store.manifest_sha256(version), "created_ts": manifest.created_ts,
                     "metrics": manifest.metrics}
-    producer.send(topic, key=b"global", value=json.dumps(announcement).encode())
+    producer.send(topic, key=manifest.kind.encode(), value=json.dumps(announcement).encode())
     producer.flush()
     return announcement
 
 
 def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
-    """Store a snapshot, announce it, and keep only the newest ``keep_versions``."""
+    """Store a snapshot, announce it, and keep only the newest ``keep_versions`` of each kind."""
     manifest = store.save({"global.npz": learner.snapshot().to_bytes()},
                           metrics={"events_learned": learner.events, "items": len(learner.item_ids)})
     announcement = announce(store, manifest.version, producer, topic)
     store.prune(keep=keep_versions)
+    metrics.LEARNER_SNAPSHOTS.inc()
+    metrics.record_model_version("global", manifest.version, manifest.created_ts)
     return announcement
 
 
+class FinetuneSchedule:
+    """When the learner starts a fine-tune cycle: every ``every_examples`` new training
+    examples, or after ``every_s`` seconds if any came in, or as soon as a drift detector asks
+    (:meth:`request`), and never while a cycle runs.
+
+    >>> schedule = FinetuneSchedule(every_examples=100, every_s=60.0, now=0.0)
+    >>> schedule.due(examples_added=50, now=10.0), schedule.due(examples_added=100, now=11.0)
+    (None, 'every 100 examples')
+    >>> schedule.started(examples_added=100, now=11.0); schedule.request("drift: hit_rate_adwin")
+    >>> schedule.due(examples_added=101, now=12.0)
+    'drift: hit_rate_adwin'
+    """
+
+    def __init__(self, every_examples: int, every_s: float, now: float) -> None:
+        self.every_examples = every_examples
+        self.every_s = every_s
+        self._last_examples = 0
+        self._last_time = now
+        self._requested: str | None = None
+
+    def request(self, reason: str) -> None:
+        self._requested = self._requested or reason
+
+    def due(self, examples_added: int, now: float) -> str | None:
+        fresh = examples_added - self._last_examples
+        if self._requested and fresh > 0:
+            return self._requested
+        if fresh >= self.every_examples:
+            return f"every {self.every_examples} examples"
+        if fresh > 0 and now - self._last_time >= self.every_s:
+            return f"every {self.every_s:.0f}s"
+        return None
+
+    def started(self, examples_added: int, now: float) -> None:
+        self._last_examples, self._last_time, self._requested = examples_added, now, None
+
+
 def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
-    """Learn from ``events`` forever (or ``stop_after_s``), snapshotting as configured."""
+    """Learn from ``events`` forever (or ``stop_after_s``): CF + trending snapshots as
+    configured, and (``settings.finetune``) guarded adapter fine-tune cycles in a thread."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     if settings.learner_nice:  # background work: let the workers and the broker go first
         os.nice(settings.learner_nice)
+    metrics.serve_metrics(settings.metrics_host, settings.learner_metrics_port)
     learner = GlobalLearner(settings.trending_half_life_s)
+    examples = NextItemExamples(settings.finetune_buffer_size, settings.history_size)
+    catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
     store = ModelStore(settings.model_store)
-    events_topic = topic_name(settings, "events")
+    topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "events")}
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest")
-    partitions = consumer.partitions_for_topic(events_topic) or set()
-    while not partitions:
-        time.sleep(0.5)
-        partitions = consumer.partitions_for_topic(events_topic) or set()
-    consumer.assign([TopicPartition(events_topic, p) for p in sorted(partitions)])
+    assignment = []
+    for topic in topics.values():
+        partitions = consumer.partitions_for_topic(topic) or set()
+        while not partitions:
+            time.sleep(0.5)
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assignment)
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","))
-    updates_topic = topic_name(settings, "model-updates")
+    trainer = None
+    if settings.finetune:
+        trainer = AdapterTrainer(
+            store, lambda version: announce(store, version, producer, topics["model-updates"]),
+            TextEncoder(settings.encoder_dir), budget_s=settings.finetune_budget_s,
+            batch_size=settings.finetune_batch_size, holdout=settings.finetune_holdout,
+            half_life_s=settings.half_life_s, min_examples=settings.finetune_min_examples,
+            threads=settings.finetune_threads, k=settings.k)
     started = last_snapshot = time.monotonic()
+    schedule = FinetuneSchedule(settings.finetune_every_events, settings.finetune_every_s, started)
     since_snapshot = 0
-    log.info("learner reading %s, store %s", events_topic, store.uri)
+    log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri,
+             "on" if trainer else "off")
     try:
         while stop_after_s is None or time.monotonic() - started < stop_after_s:
             batch = consumer.poll(timeout_ms=0, max_records=5000)
             if not batch:
                 time.sleep(0.02)  # noida-db answers fetches at once: pause instead of spinning
-            for records in batch.values():
-                for record in records:
-                    try:
-                        event = parse_event(record.value, settings.max_event_bytes)
-                    except InvalidEvent:
-                        continue  # the workers send it to the DLQ
-                    if learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts):
-                        since_snapshot += 1
+            by_topic: dict[str, list] = {}
+            for tp, records in batch.items():
+                by_topic.setdefault(tp.topic, []).extend(records)
+            follow_catalogue(catalogue, by_topic.get(topics["items"], []))
+            if trainer is not None:
+                follow_adapters(trainer, by_topic.get(topics["model-updates"], []))
+            for record in by_topic.get(topics["events"], []):
+                try:
+                    event = parse_event(record.value, settings.max_event_bytes)
+                except InvalidEvent:
+                    continue  # the workers send it to the DLQ
+                if not learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts):
+                    continue
+                since_snapshot += 1
+                metrics.LEARNER_EVENTS.inc()
+                if event.type == "forget_user":
+                    examples.forget(event.user_id)
+                elif event.item_id is not None:
+                    examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts)
             due = (since_snapshot >= settings.snapshot_every_events
                    or (since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s))
             if due:
-                announcement = publish_snapshot(learner, store, producer, updates_topic, settings.keep_versions)
+                announcement = publish_snapshot(learner, store, producer, topics["model-updates"],
+                                                settings.keep_versions)
                 log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
                 since_snapshot, last_snapshot = 0, time.monotonic()
+            if trainer is not None and not trainer.busy and len(examples.buffer) >= settings.finetune_min_examples:
+                reason = schedule.due(examples.added, time.monotonic())
+                if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason):
+                    schedule.started(examples.added, time.monotonic())
     finally:
+        if trainer is not None:
+            trainer.wait(timeout=5)
         consumer.close()
         producer.close()
+
+
+def follow_catalogue(catalogue: dict[str, str], records) -> None:
+    """Keep item_id -> text current from ``items`` records (tombstones and deletions remove)."""
+    for record in records:
+        key = record.key.decode("utf-8", errors="replace") if record.key else None
+        if record.value is None:
+            catalogue.pop(key, None)
+            continue
+        try:
+            item = parse_item(record.value)
+        except InvalidEvent:
+            continue
+        if item.deleted:
+            catalogue.pop(item.item_id, None)
+        else:
+            catalogue[item.item_id] = item_text(item)
+
+
+def follow_adapters(trainer: AdapterTrainer, records) -> None:
+    """Fine-tune on top of the adapter the workers were last told to serve (after a restart
+    or a rollback), when it passes its checksums."""
+    adapters = [a for a in (_json(r.value) for r in records) if a and announcement_kind(a) == "adapter"]
+    if not adapters:
+        return
+    try:
+        verified = load_announced(adapters[-1])
+        trainer.follow(verified.version)
+    except SnapshotError as err:
+        log.error("announced adapter not followed: %s", err)
+
+
+def _json(raw: bytes | None) -> dict | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 if __name__ == "__main__":  # python -m stream.learner, configured from STREAMREC_* variables

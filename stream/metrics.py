@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import urllib.request
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import (
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 disable_created_metrics()  # no *_created series: they double the scrape for no insight
@@ -30,13 +37,36 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 MODEL_SWAPS = Counter(
-    "streamrec_model_swaps", "Global-model versions announced to this worker, by outcome (ok, missing, corrupt)",
-    ["outcome"],
+    "streamrec_model_swaps", "Model versions announced to this process, by outcome "
+    "(ok, missing, corrupt, incompatible)", ["outcome"],
 )
+MODEL_VERSION = Info("streamrec_model_version", "Model version in use, by kind (global, adapter)", ["kind"])
+MODEL_CREATED = Gauge("streamrec_model_created_timestamp_seconds",
+                      "Creation time of the model version in use, by kind", ["kind"])
 BATCH_SIZE = Histogram(
     "streamrec_batch_events", "Events processed together per poll",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+
+
+# -- the learner ---------------------------------------------------------------------------
+LEARNER_EVENTS = Counter("streamrec_learner_events", "Events learned by the learner (CF, trending, examples)")
+LEARNER_SNAPSHOTS = Counter("streamrec_learner_snapshots", "Global-model snapshots stored and announced")
+FINETUNE_SECONDS = Histogram(
+    "streamrec_finetune_seconds", "Wall time of one micro-fine-tune cycle (training + holdout + re-embedding)",
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200),
+)
+FINETUNE_LOSS = Gauge("streamrec_finetune_loss", "InfoNCE loss of the last training step of the last cycle")
+FINETUNE_EXAMPLES = Counter("streamrec_finetune_examples", "Training examples fed to fine-tune steps")
+FINETUNE_CYCLES = Counter("streamrec_finetune_cycles", "Fine-tune cycles, by outcome (promoted, rejected, failed)",
+                          ["outcome"])
+
+
+def record_model_version(kind: str, version: str, created_ts_ms: int | None) -> None:
+    """Export the version in use of one kind of model (and when it was made)."""
+    MODEL_VERSION.labels(kind).info({"version": version})
+    if created_ts_ms:
+        MODEL_CREATED.labels(kind).set(created_ts_ms / 1000.0)
 
 
 def serve_metrics(host: str, port: int) -> None:

@@ -104,8 +104,17 @@ class ModelStore:
         return out
 
     def prune(self, keep: int, protect: set[str] = frozenset()) -> list[str]:
-        """Delete all but the newest ``keep`` versions (and those in ``protect``); returns them."""
-        doomed = [v for v in self.versions()[:-keep] if v not in protect] if keep > 0 else []
+        """Delete all but the newest ``keep`` versions of each kind (global snapshots, adapters),
+        sparing those in ``protect``; returns the deleted ones."""
+        by_kind: dict[str, list[str]] = {}
+        for version in self.versions():
+            try:
+                kind = self.manifest(version).kind
+            except SnapshotError:
+                kind = "unreadable"
+            by_kind.setdefault(kind, []).append(version)
+        doomed = [v for versions in by_kind.values() for v in (versions[:-keep] if keep > 0 else [])
+                  if v not in protect]
         for version in doomed:
             self.fs.rm(self._path(version), recursive=True)
         return doomed

@@ -58,7 +58,9 @@ class StreamProcess:
         raise TimeoutError(f"worker not ready with {items} items after {timeout_s:.0f}s; see {self.log_path}")
 
     def metrics(self) -> Samples:
-        return scrape(self.settings.metrics_port)
+        """This process's /metrics (the learner serves on ``learner_metrics_port``)."""
+        learner = self.module == "stream.learner"
+        return scrape(self.settings.learner_metrics_port if learner else self.settings.metrics_port)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no clean shutdown."""
