@@ -110,7 +110,7 @@ class AdapterTrainer:
 
     def __init__(self, store: ModelStore, announce: Callable[[str], object], base_encoder, *,
                  budget_s: float = 60.0, batch_size: int = 32, holdout: float = 0.1, half_life_s: float,
-                 min_examples: int = 200, threads: int = 1, k: int = 10, seed: int = 0) -> None:
+                 min_examples: int = 200, threads: int = 1, k: int = 10, lr: float = 5e-4, seed: int = 0) -> None:
         self.store = store
         self.announce = announce
         self.base_encoder = base_encoder
@@ -121,6 +121,7 @@ class AdapterTrainer:
         self.min_examples = min_examples
         self.threads = threads
         self.k = k
+        self.lr = lr
         self.rng = np.random.default_rng(seed)
         self.current = AdaptedEncoder(base_encoder)
         self.current_version: str | None = None
@@ -187,7 +188,7 @@ class AdapterTrainer:
             current, parent = self.current, self.current_version
         candidate = current.clone()
         report = micro_finetune(candidate, split.train, catalogue.__getitem__, budget_s=self.budget_s,
-                                batch_size=self.batch_size, rng=self.rng, half_life_s=self.half_life_s)
+                                batch_size=self.batch_size, lr=self.lr, rng=self.rng, half_life_s=self.half_life_s)
         metrics.FINETUNE_EXAMPLES.inc(report.examples_seen)
         if not math.isnan(report.loss_last):
             metrics.FINETUNE_LOSS.set(report.loss_last)

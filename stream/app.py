@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
 
@@ -103,6 +104,22 @@ def create_app(settings: Settings) -> faust.App:
         await processor_started()
         await model_follower.run()
 
+    processed_offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
+
+    @app.timer(interval=settings.lag_interval_s)
+    async def export_consumer_lag() -> None:
+        """streamrec_consumer_lag_records per assigned partition of ``events``: end offset minus
+        the next offset to process."""
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == events.get_topic_name()]
+        if not assigned:
+            return
+        ends = await app.consumer.highwaters(*assigned)
+        for tp in assigned:
+            done = processed_offsets.get((tp.topic, tp.partition))
+            position = done + 1 if done is not None else await app.consumer.position(tp)
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - (position or 0)))
+        metrics.forget_partitions_except({(tp.topic, str(tp.partition)) for tp in assigned})
+
     @app.agent(events)
     async def ingest(stream):
         for noisy in ("aiokafka", "faust.transport", "faust.topics"):  # per-request debug records are costly
@@ -122,8 +139,12 @@ def create_app(settings: Settings) -> faust.App:
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
                        for e in batch]
             try:
-                with metrics.BATCH_SECONDS.time():
-                    await processor.process(records)
+                started = time.perf_counter()
+                await processor.process(records)
+                metrics.observe_batch(time.perf_counter() - started, len(records))
+                for rec in records:
+                    processed_offsets[(rec.topic, rec.partition)] = rec.offset
+                metrics.USERS_IN_STATE.set(len(users))
             except Exception:  # never die on a batch: log it, count it, keep serving
                 log.exception("batch of %d events failed", len(records))
                 for rec in records:

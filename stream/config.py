@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     weight_cf: float = Field(1.0, ge=0, description="hybrid beta of the collaborative-filtering score")
     weight_trending: float = Field(0.2, ge=0, description="hybrid beta of the trending score")
     mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
+    lag_interval_s: float = Field(5.0, gt=0, description="worker: how often consumer lag is exported")
     learner_metrics_port: int = Field(9109, ge=0, description="learner: port of its Prometheus endpoint (0: none)")
     finetune: bool = Field(True, description="learner: micro-fine-tune the encoder's LoRA adapter on recent behaviour")
     finetune_every_events: int = Field(20_000, ge=1, description="learner: a fine-tune cycle after this many events")
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     finetune_batch_size: int = Field(32, ge=2, description="learner: examples per step (in-batch negatives)")
     finetune_buffer_size: int = Field(10_000, ge=10, description="learner: recent training examples kept")
     finetune_holdout: float = Field(0.1, gt=0, lt=1, description="learner: newest share of examples held out")
+    finetune_lr: float = Field(5e-4, gt=0, description="learner: AdamW learning rate of the LoRA weights")
     finetune_threads: int = Field(1, ge=1, description="learner: CPU threads for training (cuda is used when present)")
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 

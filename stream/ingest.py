@@ -7,7 +7,7 @@ hands records to publish to async sinks. The Faust agent in :mod:`stream.app` on
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 
@@ -70,6 +70,7 @@ class IngestProcessor:
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
         self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
+        self.recent_hits: deque[bool] = deque(maxlen=1000)
         self.cache_size = 100_000
 
     @property
@@ -176,10 +177,16 @@ class IngestProcessor:
             return None
         applied = self._apply_pending(state)
         if state.last_recommended:
-            metrics.ONLINE_HIT_CHECKS.labels(str(event.item_id in state.last_recommended).lower()).inc()
+            self._check_hit(event.item_id in state.last_recommended)
         state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
         metrics.EVENTS.labels(event.type, "processed").inc()
         return applied + [event]
+
+    def _check_hit(self, hit: bool) -> None:
+        """Was the user's item in the list last served to them? Counted, and a rolling rate."""
+        metrics.ONLINE_HIT_CHECKS.labels(str(hit).lower()).inc()
+        self.recent_hits.append(hit)
+        metrics.ONLINE_HIT_RATE.labels(str(self.settings.k)).set(sum(self.recent_hits) / len(self.recent_hits))
 
     def _apply_pending(self, state: UserState) -> list[Event]:
         """Apply parked events whose items are now known; return them."""

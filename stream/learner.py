@@ -104,40 +104,40 @@ def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic:
 
 
 class FinetuneSchedule:
-    """When the learner starts a fine-tune cycle: every ``every_examples`` new training
-    examples, or after ``every_s`` seconds if any came in, or as soon as a drift detector asks
-    (:meth:`request`), and never while a cycle runs.
+    """When the learner starts a fine-tune cycle: every ``every_events`` events learned, or
+    after ``every_s`` seconds if any came in, or as soon as a drift detector asks
+    (:meth:`request`) and something new came in; never while a cycle runs (the caller checks).
 
-    >>> schedule = FinetuneSchedule(every_examples=100, every_s=60.0, now=0.0)
-    >>> schedule.due(examples_added=50, now=10.0), schedule.due(examples_added=100, now=11.0)
-    (None, 'every 100 examples')
-    >>> schedule.started(examples_added=100, now=11.0); schedule.request("drift: hit_rate_adwin")
-    >>> schedule.due(examples_added=101, now=12.0)
+    >>> schedule = FinetuneSchedule(every_events=100, every_s=60.0, now=0.0)
+    >>> schedule.due(events=50, now=10.0), schedule.due(events=100, now=11.0)
+    (None, 'every 100 events')
+    >>> schedule.started(events=100, now=11.0); schedule.request("drift: hit_rate_adwin")
+    >>> schedule.due(events=101, now=12.0)
     'drift: hit_rate_adwin'
     """
 
-    def __init__(self, every_examples: int, every_s: float, now: float) -> None:
-        self.every_examples = every_examples
+    def __init__(self, every_events: int, every_s: float, now: float) -> None:
+        self.every_events = every_events
         self.every_s = every_s
-        self._last_examples = 0
+        self._last_events = 0
         self._last_time = now
         self._requested: str | None = None
 
     def request(self, reason: str) -> None:
         self._requested = self._requested or reason
 
-    def due(self, examples_added: int, now: float) -> str | None:
-        fresh = examples_added - self._last_examples
+    def due(self, events: int, now: float) -> str | None:
+        fresh = events - self._last_events
         if self._requested and fresh > 0:
             return self._requested
-        if fresh >= self.every_examples:
-            return f"every {self.every_examples} examples"
+        if fresh >= self.every_events:
+            return f"every {self.every_events} events"
         if fresh > 0 and now - self._last_time >= self.every_s:
             return f"every {self.every_s:.0f}s"
         return None
 
-    def started(self, examples_added: int, now: float) -> None:
-        self._last_examples, self._last_time, self._requested = examples_added, now, None
+    def started(self, events: int, now: float) -> None:
+        self._last_events, self._last_time, self._requested = events, now, None
 
 
 def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
@@ -171,7 +171,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             TextEncoder(settings.encoder_dir), budget_s=settings.finetune_budget_s,
             batch_size=settings.finetune_batch_size, holdout=settings.finetune_holdout,
             half_life_s=settings.half_life_s, min_examples=settings.finetune_min_examples,
-            threads=settings.finetune_threads, k=settings.k)
+            threads=settings.finetune_threads, k=settings.k, lr=settings.finetune_lr)
     started = last_snapshot = time.monotonic()
     schedule = FinetuneSchedule(settings.finetune_every_events, settings.finetune_every_s, started)
     since_snapshot = 0
@@ -209,9 +209,9 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                 log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
                 since_snapshot, last_snapshot = 0, time.monotonic()
             if trainer is not None and not trainer.busy and len(examples.buffer) >= settings.finetune_min_examples:
-                reason = schedule.due(examples.added, time.monotonic())
+                reason = schedule.due(learner.events, time.monotonic())
                 if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason):
-                    schedule.started(examples.added, time.monotonic())
+                    schedule.started(learner.events, time.monotonic())
     finally:
         if trainer is not None:
             trainer.wait(timeout=5)

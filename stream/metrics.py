@@ -36,6 +36,15 @@ BATCH_SECONDS = Histogram(
     "streamrec_batch_processing_seconds", "Wall time of processing one poll's batch of events",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+EVENT_PROCESSING = Histogram(
+    "streamrec_event_processing_seconds", "Worker processing time per event: a batch's time over its events",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+USERS_IN_STATE = Gauge("streamrec_users_in_state", "Users whose state this worker holds (its partitions)")
+ONLINE_HIT_RATE = Gauge("streamrec_online_hit_rate",
+                        "Share of the last 1,000 hit checks whose item was in the user's last list", ["k"])
+CONSUMER_LAG = Gauge("streamrec_consumer_lag_records", "Events not yet processed, per assigned partition",
+                     ["topic", "partition"])
 MODEL_SWAPS = Counter(
     "streamrec_model_swaps", "Model versions announced to this process, by outcome "
     "(ok, missing, corrupt, incompatible)", ["outcome"],
@@ -60,6 +69,21 @@ FINETUNE_LOSS = Gauge("streamrec_finetune_loss", "InfoNCE loss of the last train
 FINETUNE_EXAMPLES = Counter("streamrec_finetune_examples", "Training examples fed to fine-tune steps")
 FINETUNE_CYCLES = Counter("streamrec_finetune_cycles", "Fine-tune cycles, by outcome (promoted, rejected, failed)",
                           ["outcome"])
+
+
+def observe_batch(seconds: float, events: int) -> None:
+    """One batch: its wall time, and the per-event share for each of its events."""
+    BATCH_SECONDS.observe(seconds)
+    per_event = seconds / max(1, events)
+    for _ in range(events):
+        EVENT_PROCESSING.observe(per_event)
+
+
+def forget_partitions_except(assigned: set[tuple[str, str]]) -> None:
+    """Drop lag series of partitions this worker no longer holds (after a rebalance)."""
+    for labels in [tuple(s.labels.values()) for m in CONSUMER_LAG.collect() for s in m.samples]:
+        if labels not in assigned:
+            CONSUMER_LAG.remove(*labels)
 
 
 def record_model_version(kind: str, version: str, created_ts_ms: int | None) -> None:
