@@ -92,6 +92,11 @@ def test_malformed_events_go_to_the_dlq_with_a_reason_and_the_next_event_is_serv
     assert metric_sum(samples, "streamrec_dlq_total") == len(bad)
     assert metric_sum(samples, "streamrec_dlq_total", reason="invalid_schema") == 3
     assert metric_sum(samples, "streamrec_events_total", outcome="processed") == 1
+    # Ops see per-event processing time, users held, and every partition's lag (all done: 0).
+    assert metric_sum(samples, "streamrec_event_processing_seconds_count") == len(bad) + 1
+    assert metric_sum(samples, "streamrec_users_in_state") == 1
+    lag = [(labels["partition"], v) for n, labels, v in samples if n == "streamrec_consumer_lag_records"]
+    assert sorted(lag) == [("0", 0.0), ("1", 0.0)], lag
 
 
 def test_a_restarted_worker_keeps_each_users_state(settings, start_worker):
