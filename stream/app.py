@@ -120,6 +120,13 @@ def create_app(settings: Settings) -> faust.App:
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - (position or 0)))
         metrics.forget_partitions_except({(tp.topic, str(tp.partition)) for tp in assigned})
 
+    @app.timer(interval=max(1.0, min(settings.user_ttl_s / 10, 60.0)) if settings.user_ttl_s else 3600.0)
+    async def expire_idle_users() -> None:
+        if "processor" in processor_box:
+            expired = processor_box["processor"].expire_idle()
+            if expired:
+                log.info("%d idle users expired from the state", expired)
+
     @app.agent(events)
     async def ingest(stream):
         for noisy in ("aiokafka", "faust.transport", "faust.topics"):  # per-request debug records are costly

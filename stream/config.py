@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     weight_cf: float = Field(1.0, ge=0, description="hybrid beta of the collaborative-filtering score")
     weight_trending: float = Field(0.2, ge=0, description="hybrid beta of the trending score")
     mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
+    cf_min_item_count: float = Field(1.0, ge=0, description="learner: items seen fewer times (decayed) get no CF "
+                                     "score and stay out of the snapshot's co-occurrence matrix")
+    user_ttl_s: float = Field(30 * 24 * 3600.0, ge=0, description="worker: users idle this long leave its state "
+                              "(0: never); a returning user starts afresh")
     lag_interval_s: float = Field(5.0, gt=0, description="worker: how often consumer lag is exported")
     learner_metrics_port: int = Field(9109, ge=0, description="learner: port of its Prometheus endpoint (0: none)")
     finetune: bool = Field(True, description="learner: micro-fine-tune the encoder's LoRA adapter on recent behaviour")

@@ -7,6 +7,7 @@ hands records to publish to async sinks. The Faust agent in :mod:`stream.app` on
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class IngestProcessor:
         self._started = False  # set by the first batch, i.e. after the table was recovered
         self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
         self.recent_hits: deque[bool] = deque(maxlen=1000)
+        self.last_active: dict[bytes, float] = {}  # user key -> monotonic time of the last save
         self.cache_size = 100_000
 
     @property
@@ -105,6 +107,7 @@ class IngestProcessor:
     def _save(self, key: bytes, state: UserState) -> None:
         raw = state.to_bytes()
         self.table[key] = raw
+        self.last_active[key] = time.monotonic()
         self._cache[key] = (raw, state)
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:
@@ -228,7 +231,29 @@ class IngestProcessor:
             for event in applied:
                 metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))
 
+    def expire_idle(self, now: float | None = None) -> int:
+        """Drop users idle for longer than ``settings.user_ttl_s`` from the table (its changelog
+        gets a tombstone, so memory stays bounded by the active users); returns how many.
+        Users recovered from the changelog count as active from the first call on."""
+        ttl = self.settings.user_ttl_s
+        if not ttl:
+            return 0
+        now = time.monotonic() if now is None else now
+        for key in self.table.keys():
+            self.last_active.setdefault(key, now)
+        idle = [key for key, seen in self.last_active.items() if now - seen > ttl]
+        for key in idle:
+            del self.last_active[key]
+            self._cache.pop(key, None)
+            if key in self.table:
+                del self.table[key]
+        if idle:
+            metrics.USERS_EXPIRED.inc(len(idle))
+            metrics.USERS_IN_STATE.set(len(self.table))
+        return len(idle)
+
     async def _forget(self, key: bytes, event: Event) -> None:
+        self.last_active.pop(key, None)
         self._cache.pop(key, None)
         if key in self.table:
             del self.table[key]

@@ -47,13 +47,15 @@ class GlobalLearner:
     (['a', 'b'], 3)
     """
 
-    def __init__(self, half_life_s: float = 7 * 24 * 3600.0, dedupe_window: int = 200_000) -> None:
+    def __init__(self, half_life_s: float = 7 * 24 * 3600.0, dedupe_window: int = 200_000,
+                 cf_min_item_count: float = 1.0) -> None:
         self.cf = ItemCooccurrence()
         self.trending = TrendingPopularity(half_life_s)
         self.item_ids: list[str] = []
         self._rows: dict[str, int] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.dedupe_window = dedupe_window
+        self.cf_min_item_count = cf_min_item_count
         self.events = 0
 
     def learn(self, event_id: str, user_id: str, item_id: str | None, event_type: str, ts: int) -> bool:
@@ -77,7 +79,7 @@ class GlobalLearner:
         return True
 
     def snapshot(self) -> GlobalSnapshot:
-        return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending)
+        return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending, self.cf_min_item_count)
 
 
 def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
@@ -94,8 +96,10 @@ def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
 
 def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
     """Store a snapshot, announce it, and keep only the newest ``keep_versions`` of each kind."""
-    manifest = store.save({"global.npz": learner.snapshot().to_bytes()},
-                          metrics={"events_learned": learner.events, "items": len(learner.item_ids)})
+    snapshot = learner.snapshot()
+    manifest = store.save({"global.npz": snapshot.to_bytes()},
+                          metrics={"events_learned": learner.events, "items": len(learner.item_ids),
+                                   "cf_items": int(len(snapshot.cf_rows))})
     announcement = announce(store, manifest.version, producer, topic)
     store.prune(keep=keep_versions)
     metrics.LEARNER_SNAPSHOTS.inc()
@@ -148,7 +152,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     if settings.learner_nice:  # background work: let the workers and the broker go first
         os.nice(settings.learner_nice)
     metrics.serve_metrics(settings.metrics_host, settings.learner_metrics_port)
-    learner = GlobalLearner(settings.trending_half_life_s)
+    learner = GlobalLearner(settings.trending_half_life_s, cf_min_item_count=settings.cf_min_item_count)
     examples = NextItemExamples(settings.finetune_buffer_size, settings.history_size)
     catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
     store = ModelStore(settings.model_store)

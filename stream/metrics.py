@@ -41,6 +41,7 @@ EVENT_PROCESSING = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 USERS_IN_STATE = Gauge("streamrec_users_in_state", "Users whose state this worker holds (its partitions)")
+USERS_EXPIRED = Counter("streamrec_users_expired", "Users dropped from the worker's state after the idle TTL")
 ONLINE_HIT_RATE = Gauge("streamrec_online_hit_rate",
                         "Share of the last 1,000 hit checks whose item was in the user's last list", ["k"])
 CONSUMER_LAG = Gauge("streamrec_consumer_lag_records", "Events not yet processed, per assigned partition",

@@ -1,0 +1,83 @@
+"""The ingest step on its own (a dict as the table): replays change nothing, idle users expire,
+forget_user erases, and the size of a user's state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+
+from model.item_index import ItemIndex, ItemInfo
+from model.user_state import UserState
+from stream.config import Settings
+from stream.ingest import IngestProcessor, SourceRecord
+
+
+def processor(**overrides) -> tuple[IngestProcessor, dict, list]:
+    index = ItemIndex(dim=4)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32)
+    index.upsert([ItemInfo(f"i{n}", f"Item {n}") for n in range(20)], vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    table: dict[bytes, bytes] = {}
+    published: list = []
+
+    async def publish(key, value):
+        published.append((key, value))
+
+    async def dead_letter(*args):
+        published.append(("dlq", args))
+
+    return IngestProcessor(Settings(k=5, **overrides), index, table, publish, dead_letter, "test"), table, published
+
+
+def records(events: list[dict]) -> list[SourceRecord]:
+    return [SourceRecord(json.dumps(e).encode(), "events", 0, n) for n, e in enumerate(events)]
+
+
+EVENTS = [{"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 20}", "type": "click", "ts": 1000 * n}
+          for n in range(30)]
+
+
+def test_replaying_the_same_events_changes_no_state_and_publishes_nothing():
+    proc, table, published = processor()
+    asyncio.run(proc.process(records(EVENTS)))
+    before, lists = dict(table), len(published)
+    asyncio.run(proc.process(records(EVENTS)))  # at-least-once delivery: the same batch again
+    asyncio.run(proc.process(records(EVENTS[5:17])))  # and a part of it
+    assert table == before
+    assert len(published) == lists
+
+
+def test_idle_users_expire_after_the_ttl_and_a_returning_user_starts_afresh():
+    proc, table, _ = processor(user_ttl_s=60.0)
+    asyncio.run(proc.process(records(EVENTS)))
+    assert len(table) == 3
+    t0 = max(proc.last_active.values())
+    proc.last_active[b"u0"] = t0 - 120  # u0 has been idle for two minutes
+    assert proc.expire_idle(now=t0 + 1) == 1
+    assert sorted(table) == [b"u1", b"u2"]
+    assert proc.expire_idle(now=t0 + 30) == 0
+    asyncio.run(proc.process(records([{"event_id": "back", "user_id": "u0", "item_id": "i1", "type": "view",
+                                       "ts": 99_000}])))
+    assert len(UserState.from_bytes(table[b"u0"]).history) == 1
+    assert proc.expire_idle(now=t0 + 10_000) == 3  # everyone idle past the TTL
+
+
+def test_forget_user_erases_the_state_and_publishes_a_tombstone():
+    proc, table, published = processor()
+    asyncio.run(proc.process(records(EVENTS + [{"event_id": "f", "user_id": "u1", "type": "forget_user", "ts": 1}])))
+    assert b"u1" not in table and b"u1" not in proc.last_active
+    assert (b"u1", None) in published
+
+
+def test_bytes_of_state_per_user():
+    """Documents the size a user's state takes in the table (see docs/BENCHMARKS.md)."""
+    proc, table, _ = processor()
+    many = [{"event_id": f"m{n}", "user_id": "heavy", "item_id": f"i{n % 20}", "type": "view", "ts": n}
+            for n in range(400)]
+    asyncio.run(proc.process(records(many)))
+    heavy = len(table[b"heavy"])
+    state = UserState.from_bytes(table[b"heavy"])
+    assert len(state.history) == 50 and len(state.seen_event_ids) == 256  # bounded, however active
+    assert heavy < 12_000, heavy
