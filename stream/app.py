@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(1.0, settings.session_timeout_s / 4),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.instance_id,
         producer_linger=0.005,
         producer_max_batch_size=1024 * 1024,  # a batch holds hundreds of lists and user states
         producer_acks=1,

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, ge=0, description="port of the Prometheus endpoint (0: none)")
     data_dir: str = Field(".streamrec/worker", description="local directory of the worker's table files")
     encoder_dir: str | None = Field(None, description="local Hugging Face model directory (default: all-MiniLM-L6-v2)")
+    instance_id: str | None = Field(None, description="static consumer-group member id (Kafka group.instance.id): "
+                                    "a worker restarted with the same id takes its partitions back at once")
     session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
     empty_fetch_backoff_s: float = Field(0.005, ge=0, description="pause after an empty fetch (see stream.fetch_backoff)")
     model_store: str = Field(".streamrec/models", description="model store: a directory or any fsspec URI")
