@@ -92,14 +92,19 @@ def worker(
 def learner(
     bootstrap: BootstrapOpt = None,
     model_store: Annotated[Optional[str], typer.Option(help="directory or fsspec URI of the model store")] = None,
+    finetune: Annotated[Optional[bool], typer.Option(
+        help="micro-fine-tune the encoder's LoRA adapter (default: on; cuda when present). Cycle size, "
+             "period and time box: STREAMREC_FINETUNE_EVERY_EVENTS / _EVERY_S / _BUDGET_S")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (default 9109, 0: off)")] = None,
 ) -> None:
-    """Run the learner: global CF + trending from every event, shipped as versioned snapshots."""
+    """Run the learner: global CF + trending from every event, and guarded fine-tune cycles of the
+    item encoder's adapter; both shipped to the workers as versioned, checksummed model versions."""
     import logging
 
     from stream.learner import run_learner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s learner: %(message)s")
-    run_learner(_settings(bootstrap, model_store=model_store))
+    run_learner(_settings(bootstrap, model_store=model_store, finetune=finetune, learner_metrics_port=metrics_port))
 
 
 StoreOpt = Annotated[Optional[str], typer.Option(help="model store (default: $STREAMREC_MODEL_STORE or .streamrec/models)")]
@@ -115,8 +120,25 @@ def model_list(model_store: StoreOpt = None) -> None:
     for version in store.versions():
         manifest = store.manifest(version)
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(manifest.created_ts / 1000))
-        table.add_row(version, created, manifest.kind, ", ".join(f"{k}={v}" for k, v in manifest.metrics.items()))
+        table.add_row(version, created, manifest.kind, version_summary(manifest.metrics))
     console.print(table)
+
+
+def version_summary(metrics: dict) -> str:
+    """One line per version: what a snapshot learned, or how an adapter did on its holdout.
+
+    >>> version_summary({"events_learned": 9, "items": 3})
+    'events_learned=9, items=3'
+    >>> version_summary({"holdout": {"k": 10, "n": 40, "current": {"hr": 0.5, "ndcg": 0.2},
+    ...                  "candidate": {"hr": 0.6, "ndcg": 0.3}}, "trigger": "drift", "finetune": {"steps": 4}})
+    'holdout HR@10 0.5 -> 0.6, NDCG@10 0.2 -> 0.3 (n=40), steps=4, trigger=drift'
+    """
+    if "holdout" not in metrics:
+        return ", ".join(f"{k}={v}" for k, v in metrics.items())
+    h = metrics["holdout"]
+    return (f"holdout HR@{h['k']} {h['current']['hr']} -> {h['candidate']['hr']}, NDCG@{h['k']} "
+            f"{h['current']['ndcg']} -> {h['candidate']['ndcg']} (n={h['n']}), "
+            f"steps={metrics.get('finetune', {}).get('steps')}, trigger={metrics.get('trigger')}")
 
 
 @model_app.command("show")
@@ -135,8 +157,10 @@ def model_show(version: str, model_store: StoreOpt = None) -> None:
 
 @model_app.command("rollback")
 def model_rollback(version: str, bootstrap: BootstrapOpt = None, model_store: StoreOpt = None) -> None:
-    """Announce VERSION on model-updates: workers verify it and swap to it. A running learner's
-    next snapshot supersedes it; stop the learner to stay on VERSION."""
+    """Announce VERSION (a global snapshot or a fine-tuned adapter) on model-updates: workers
+    verify it and swap to it. A running learner's next snapshot of the same kind supersedes it
+    (after an adapter rollback the learner fine-tunes on top of VERSION); stop the learner to
+    stay on VERSION."""
     from kafka import KafkaProducer
 
     from stream.config import topic_name
@@ -179,22 +203,72 @@ def evaluate(
     dataset: Annotated[Optional[str], typer.Option(help="built-in dataset: movielens-100k")] = "movielens-100k",
     events_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")] = None,
     items_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with item_id, title [, description, category]")] = None,
-    models: Annotated[Optional[str], typer.Option(help="comma-separated subset (default: all baselines and hybrids)")] = None,
+    models: Annotated[Optional[str], typer.Option(help="comma-separated subset (default: all baselines and hybrids "
+                                                  "but hybrid-finetuned, which runs only when named: its LoRA "
+                                                  "fine-tune cycles want a GPU)")] = None,
     k: Annotated[int, typer.Option(help="list length K of the metrics")] = 10,
     eval_every: Annotated[int, typer.Option(help="score every Nth event (every event is still learned)")] = 1,
     windows: Annotated[int, typer.Option(help="time windows of the per-window metrics")] = 10,
     limit: Annotated[Optional[int], typer.Option(help="replay only the first N events")] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
     reports_dir: Annotated[Path, typer.Option(help="markdown table and HR@K plot go here")] = Path("reports"),
+    encoder: Annotated[Optional[str], typer.Option(help="item encoder: minilm, smollm2 or a local Hugging Face model directory (default: $STREAMREC_ENCODER_DIR or minilm)")] = None,
+    finetune_every: Annotated[Optional[int], typer.Option(help="hybrid-finetuned: a fine-tune cycle after every N events (default 2000)")] = None,
+    finetune_budget_s: Annotated[Optional[float], typer.Option(help="hybrid-finetuned: time box of a cycle's training, seconds (default 60)")] = None,
 ) -> None:
     """Prequential (test-then-learn) evaluation of the hybrid against baselines, in process."""
-    from serving.evaluate import run_evaluation
+    from dataclasses import replace
+
+    from serving.evaluate import FINETUNE_SCHEDULE, run_evaluation
 
     try:
+        overrides = {"every_events": finetune_every, "budget_s": finetune_budget_s}
+        schedule = replace(FINETUNE_SCHEDULE, **{key: v for key, v in overrides.items() if v is not None})
         run_evaluation(None if events_file else dataset, events_file, items_file,
                        models.split(",") if models else None, k, eval_every, windows, limit, json, reports_dir,
-                       console=console)
+                       encoder_dir=_settings(encoder_dir=encoder).encoder_dir, console=console, schedule=schedule)
     except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def api(
+    bootstrap: BootstrapOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: $STREAMREC_API_HOST or 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: $STREAMREC_API_PORT or 8000)")] = None,
+    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="serve without API keys: local development only")] = False,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the HTTP API: users' lists from an in-memory view of the recommendations topic, events in.
+
+    API keys are bearer tokens (Authorization: Bearer KEY), read from the environment, never from the command line.
+
+    STREAMREC_API_READ_KEYS=k1,k2: keys that may GET /v1/users/ID/recommendations (read scope).
+
+    STREAMREC_API_WRITE_KEYS=k3: keys that may POST /v1/events and /v1/events:batch (write scope).
+
+    A key has only the scopes of the lists it is in (put it in both for both). No key or an unknown key: 401;
+    a key without the route's scope: 403. /healthz, /readyz, /metrics and /docs need no key.
+
+    Kafka security: STREAMREC_SECURITY_PROTOCOL (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), STREAMREC_SASL_MECHANISM,
+    STREAMREC_SASL_USERNAME, STREAMREC_SASL_PASSWORD, STREAMREC_SSL_CAFILE, STREAMREC_SSL_CERTFILE,
+    STREAMREC_SSL_KEYFILE; STREAMREC_API_<NAME> overrides each for the API.
+
+    Limits: STREAMREC_API_MAX_BATCH (500 events per batch), STREAMREC_API_MAX_BODY_BYTES (1 MiB per batch).
+    """
+    import logging
+
+    from pydantic import ValidationError
+
+    from serving.api import ApiSettings, serve
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s api: %(message)s")
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    try:
+        api_settings = ApiSettings(**overrides, **({"allow_anonymous": True} if allow_anonymous else {}))
+        serve(_settings(bootstrap), api_settings, log_level=loglevel)
+    except (ValueError, ValidationError) as err:  # inputs are hidden: keys never reach the terminal
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
 

@@ -1,5 +1,9 @@
 """``streamrec evaluate``: prequential replay of a time-ordered log through the hybrid and the
-baselines, in process (no broker), with the same model code the worker serves with."""
+baselines, in process (no broker), with the same model code the worker serves with.
+
+``hybrid-finetuned`` (the hybrid on a LoRA-adapted encoder, micro-fine-tuned inside the replay)
+runs only when named in ``models``: its cycles train a transformer, minutes on a GPU, far longer
+on a CPU (each cycle is time-boxed by ``FinetuneSchedule.budget_s``)."""
 
 from __future__ import annotations
 
@@ -7,15 +11,29 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from model.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
+from model.encoder import TextEncoder
 from model.evaluation import PrequentialResult, prequential
+from model.finetuned_hybrid import (
+    Cycle,
+    FinetunedHybrid,
+    FinetuneSchedule,
+    cycles_markdown,
+)
 from model.hybrid import HybridWeights
 from model.item_index import ItemIndex, ItemInfo
 from model.item_text import render_item_text
@@ -66,20 +84,37 @@ def _read_items(path: Path) -> list[tuple]:
              r.get("description") or None) for r in _rows(path)]
 
 
-def item_index(items: list[tuple], encoder_dir: str | None, console: Console) -> ItemIndex:
-    from model.encoder import TextEncoder
+@dataclass
+class Catalogue:
+    """The items embedded by the base encoder, with their texts (what fine-tuning re-embeds)."""
 
+    index: ItemIndex
+    texts: dict[str, str]
+    encoder: TextEncoder
+
+
+def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Console) -> Catalogue:
     encoder = TextEncoder(encoder_dir)
-    texts = [render_item_text(title, category, description, tags) for _, title, category, tags, description in items]
+    texts = {item_id: render_item_text(title, category, description, tags)
+             for item_id, title, category, tags, description in items}
     with _progress(console) as progress:
         task = progress.add_task(f"embedding {len(items)} items ({encoder.name})", total=len(items))
-        vectors = encoder.encode(texts, progress=lambda n: progress.advance(task, n))
+        vectors = encoder.encode([texts[item[0]] for item in items], progress=lambda n: progress.advance(task, n))
     index = ItemIndex(encoder.dim)
     index.upsert([ItemInfo(item_id, title, category) for item_id, title, category, _, _ in items], vectors)
-    return index
+    return Catalogue(index, texts, encoder)
 
 
-def model_factories(index: ItemIndex | None) -> dict[str, Callable[[], Recommender]]:
+#: The fine-tuned hybrid's betas and cycles, chosen on the first 30,000 MovieLens-100K events
+#: (docs/BENCHMARKS.md).
+FINETUNED_WEIGHTS = HybridWeights()
+FINETUNE_SCHEDULE = FinetuneSchedule()
+#: Models that run only when named: too slow for a default run on a CPU.
+OPT_IN_MODELS = ("hybrid-finetuned",)
+
+
+def model_factories(catalogue: Catalogue | None,
+                    schedule: FinetuneSchedule = FINETUNE_SCHEDULE) -> dict[str, Callable[[], Recommender]]:
     factories: dict[str, Callable[[], Recommender]] = {
         "popularity": Popularity,
         "trending-7d": lambda: RecentPopularity(half_life_days=7.0),
@@ -91,13 +126,17 @@ def model_factories(index: ItemIndex | None) -> dict[str, Callable[[], Recommend
         "implicit-bpr": lambda: PeriodicALS("bpr", retrain_every=10_000, factors=64, iterations=100,
                                             learning_rate=0.05),
     }
-    if index is not None:
+    if catalogue is not None:
+        index = catalogue.index
+
         def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
             return lambda: OnlineHybrid(index, weights, name=name)
         factories["content-only"] = hybrid("content-only", HybridWeights(content=1.0, cf=0.0, trending=0.0))
         factories["cf-only"] = hybrid("cf-only", HybridWeights(content=0.0, cf=1.0, trending=0.0))
         factories["hybrid"] = hybrid("hybrid", HybridWeights())
         factories["hybrid-mmr"] = lambda: OnlineHybrid(index, HybridWeights(), name="hybrid-mmr", mmr_lambda=0.8)
+        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(index, catalogue.texts, catalogue.encoder,
+                                                                FINETUNED_WEIGHTS, schedule)
     return factories
 
 
@@ -105,16 +144,20 @@ def run_evaluation(dataset: str | None = "movielens-100k", events_file: Path | N
                    items_file: Path | None = None, models: list[str] | None = None, k: int = 10,
                    eval_every: int = 1, windows: int = 10, limit: int | None = None,
                    json_path: Path | None = None, reports_dir: Path = Path("reports"),
-                   encoder_dir: str | None = None, console: Console | None = None) -> PrequentialResult:
+                   encoder_dir: str | None = None, console: Console | None = None,
+                   schedule: FinetuneSchedule = FINETUNE_SCHEDULE) -> PrequentialResult:
+    """Replay the log through ``models`` (default: all but :data:`OPT_IN_MODELS`) and write the
+    reports; ``schedule`` sets the fine-tune cycles of ``hybrid-finetuned``."""
     console = console or Console()
     events, items = load_log(dataset, events_file, items_file)
     events = events[:limit] if limit else events
-    index = item_index(items, encoder_dir, console) if items else None
-    factories = model_factories(index)
-    names = models or list(factories)
+    catalogue = embed_catalogue(items, encoder_dir, console) if items else None
+    index = catalogue.index if catalogue else None
+    factories = model_factories(catalogue, schedule)
+    names = models or [n for n in factories if n not in OPT_IN_MODELS]
     unknown = [n for n in names if n not in factories]
     if unknown:
-        hint = "" if index is not None else " (content models need --items-file)"
+        hint = "" if catalogue is not None else " (content models need --items-file)"
         raise ValueError(f"unknown models {unknown}{hint}; choose from {sorted(factories)}")
     built = [factories[n]() for n in names]
 
@@ -124,12 +167,15 @@ def run_evaluation(dataset: str | None = "movielens-100k", events_file: Path | N
                              progress=lambda n, scored: progress.update(task, completed=n),
                              item_vectors=None if index is None else {i.item_id: index.vector_of(i.item_id)
                                                                      for i in index.infos})
-    write_reports(result, reports_dir, json_path, dataset or str(events_file), console)
+    cycles = {m.name: m.cycles for m in built if isinstance(m, FinetunedHybrid)}
+    write_reports(result, reports_dir, json_path, dataset or str(events_file), console, cycles)
     return result
 
 
 def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path | None, source: str,
-                  console: Console) -> None:
+                  console: Console, cycles: dict[str, list[Cycle]] | None = None) -> None:
+    """evaluation.md (metrics, per-window HR, fine-tune cycles), the HR plot, and the JSON."""
+    cycles = cycles or {}
     reports_dir.mkdir(parents=True, exist_ok=True)
     note = (f"Source: {source}; {result.n_events:,} events, {result.n_scored:,} scored "
             f"(every {result.eval_every}{'st' if result.eval_every == 1 else 'th'} event with prior history"
@@ -139,20 +185,34 @@ def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path 
             f"interactions.")
     markdown = f"# Prequential evaluation\n\n{note}\n\n{result.as_markdown()}\n\n## HR@{result.k} per time window\n\n" \
                f"{result.windows_markdown('hr')}\n"
+    for name, log in cycles.items():
+        markdown += f"\n## Fine-tune cycles of {name}\n\n{_cycles_summary(log)}\n\n{cycles_markdown(log, result.k)}\n"
     (reports_dir / "evaluation.md").write_text(markdown)
     plot_hr_over_time(result, reports_dir / "hr_over_time.png")
     payload = {"models": {name: {key: _clean(v) for key, v in m.items()} for name, m in result.metrics.items()},
                "cold_start_hr": {n: _clean(v) for n, v in result.cold_start.hr.items()},
                "events_per_s": {n: round(t.events_per_s, 1) for n, t in result.timings.items()},
                "k": result.k, "eval_every": result.eval_every, "n_events": result.n_events,
-               "n_scored": result.n_scored, "windows": [asdict(w) for w in result.windows]}
+               "n_scored": result.n_scored, "windows": [asdict(w) for w in result.windows],
+               "finetune_cycles": {name: [{key: _clean(v) for key, v in asdict(c).items()} for c in log]
+                                   for name, log in cycles.items()}}
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(payload, indent=2, default=_clean) + "\n")
     console.print(note)
     console.print(result.as_markdown())
+    for name, log in cycles.items():
+        console.print(f"{name}: {_cycles_summary(log)}")
     console.print(f"reports: {reports_dir / 'evaluation.md'}, {reports_dir / 'hr_over_time.png'}"
                   + (f", {json_path}" if json_path else ""))
+
+
+def _cycles_summary(cycles: list[Cycle]) -> str:
+    """'N fine-tune cycles: P promoted, R rejected, S skipped; T s in cycles.'"""
+    count = {outcome: sum(c.outcome == outcome for c in cycles) for outcome in ("promoted", "rejected", "skipped")}
+    return (f"{len(cycles)} fine-tune cycles: {count['promoted']} promoted, {count['rejected']} rejected, "
+            f"{count['skipped']} skipped; {sum(c.seconds for c in cycles):.0f} s in cycles"
+            + (f" on {cycles[-1].device}" if cycles else ""))
 
 
 def plot_hr_over_time(result: PrequentialResult, path: Path) -> None:
