@@ -7,6 +7,7 @@ followed by :class:`stream.catalogue.CatalogueFollower`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -20,7 +21,7 @@ from stream.config import Settings, topic_name
 from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
 from stream.model_updates import ModelFollower, VerifiedVersion
-from stream.schemas import InvalidEvent, dead_letter
+from stream.schemas import InvalidEvent, dead_letter, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ def create_app(settings: Settings) -> faust.App:
 
     async def publish(key: bytes, value: bytes | None) -> None:
         await recommendations.send(key=key, value=value)
+
+    drift_signals = app.topic(topic_name(settings, "drift-signals"), partitions=1, **RAW)
+
+    async def signal_drift(detection) -> None:
+        await drift_signals.send(key=detection.detector.encode(), value=json.dumps(
+            {"detector": detection.detector, "n": detection.n, "statistic": detection.statistic,
+             "ts": now_ms()}).encode())
 
     encoder_name = DEFAULT_MODEL if settings.encoder_dir is None else settings.encoder_dir
     processor_box: dict[str, IngestProcessor] = {}
@@ -141,7 +149,7 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.sleep(0.1)
         processor = processor_box.setdefault(
             "processor",
-            IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, encoder_name),
+            IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, encoder_name, signal_drift),
         )
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 
+from model.drift import CentroidShift, Detection, DriftMonitor, ScoreDrift
 from model.global_snapshot import GlobalSnapshot
 from model.hybrid import HybridRecommender, HybridWeights
 from model.item_index import ItemIndex
@@ -43,6 +44,7 @@ class SourceRecord:
 
 
 Publish = Callable[[bytes, bytes | None], Awaitable[None]]  # key, value (None: tombstone)
+SignalDrift = Callable[[Detection], Awaitable[None]]
 DeadLetter = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[None]]
 
 
@@ -55,7 +57,8 @@ class IngestProcessor:
     """
 
     def __init__(self, settings: Settings, index: ItemIndex, table: MutableMapping[bytes, bytes],
-                 publish: Publish, dead_letter: DeadLetter, encoder_name: str) -> None:
+                 publish: Publish, dead_letter: DeadLetter, encoder_name: str,
+                 signal_drift: SignalDrift | None = None) -> None:
         self.settings = settings
         self.index = index
         self.table = table
@@ -71,8 +74,10 @@ class IngestProcessor:
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
         self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
-        self.recent_hits: deque[bool] = deque(maxlen=1000)
         self.last_active: dict[bytes, float] = {}  # user key -> monotonic time of the last save
+        self.drift = DriftMonitor()
+        self.signal_drift = signal_drift
+        self._detections: list[Detection] = []
         self.cache_size = 100_000
 
     @property
@@ -158,6 +163,7 @@ class IngestProcessor:
         await self._publish_lists(to_score)
         for user, state, _ in to_score:
             self._save(user.encode(), state)
+        await self._report_drift()
 
     async def _apply(self, user: str, state: UserState, event: Event, source: SourceRecord) -> list[Event] | None:
         """Update ``state`` with ``event``. Returns the events applied (parked ones whose item
@@ -182,14 +188,32 @@ class IngestProcessor:
         if state.last_recommended:
             self._check_hit(event.item_id in state.last_recommended)
         state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+        self._drifted(self.drift.observe_item(vector))
         metrics.EVENTS.labels(event.type, "processed").inc()
         return applied + [event]
 
     def _check_hit(self, hit: bool) -> None:
         """Was the user's item in the list last served to them? Counted, and a rolling rate."""
         metrics.ONLINE_HIT_CHECKS.labels(str(hit).lower()).inc()
-        self.recent_hits.append(hit)
-        metrics.ONLINE_HIT_RATE.labels(str(self.settings.k)).set(sum(self.recent_hits) / len(self.recent_hits))
+        self._drifted(self.drift.observe_hit(hit))
+        metrics.ONLINE_HIT_RATE.labels(str(self.settings.k)).set(self.drift.online_hit_rate)
+
+    def _drifted(self, detection: Detection | None) -> None:
+        if detection is not None:
+            metrics.DRIFT_DETECTED.labels(detection.detector).inc()
+            self._detections.append(detection)
+
+    async def _report_drift(self) -> None:
+        """After a batch: drift statistics to the gauges, detections to the learner."""
+        for detector, value in self.drift.statistics().items():
+            if value == value:  # NaN until the detector has seen data
+                metrics.DRIFT_STATISTIC.labels(detector).set(value)
+        detections, self._detections = self._detections, []
+        for detection in detections:
+            log.warning("drift detected by %s after %d observations (statistic %.4f)", detection.detector,
+                        detection.n, detection.statistic)
+            if self.signal_drift is not None:
+                await self.signal_drift(detection)
 
     def _apply_pending(self, state: UserState) -> list[Event]:
         """Apply parked events whose items are now known; return them."""
@@ -214,6 +238,8 @@ class IngestProcessor:
         lists = self.recommender.recommend([state for _, state, _ in to_score], self.settings.k)
         for (user, state, applied), scored in zip(to_score, lists):
             state.last_recommended = [s.item_id for s in scored]
+            if scored:
+                self._drifted(self.drift.observe_scores([s.score for s in scored]))
             trigger = applied[-1]
             published = now_ms()
             rec = Recommendation(
@@ -275,6 +301,7 @@ class IngestProcessor:
         self.global_version, _, recommender = prepared
         recommender.index = self.index  # an adapter may have been promoted meanwhile: same rows
         self.recommender = recommender
+        self.drift.scores = ScoreDrift()  # new scores, new scale: not a drift of the users
 
     def use_space(self, version: str, index: ItemIndex) -> None:
         """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
@@ -284,6 +311,7 @@ class IngestProcessor:
                                              mmr_lambda=self.settings.mmr_lambda)
         self.space = version
         self._cache.clear()
+        self.drift.scores, self.drift.centroid = ScoreDrift(), CentroidShift()  # a new space is no drift
 
     # -- late items ----------------------------------------------------------------------
     async def on_new_items(self, item_ids: list[str]) -> None:

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 
 from model.cooccurrence import ItemCooccurrence
+from model.drift import DETECTORS
 from model.encoder import TextEncoder
 from model.global_snapshot import GlobalSnapshot
 from model.preference import REJECTING_TYPES
@@ -156,12 +157,14 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     examples = NextItemExamples(settings.finetune_buffer_size, settings.history_size)
     catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
     store = ModelStore(settings.model_store)
-    topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "events")}
+    topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest")
     assignment = []
     for topic in topics.values():
         partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            log.warning("waiting for topic %s (create the topics: streamrec topics create)", topic)
         while not partitions:
             time.sleep(0.5)
             partitions = consumer.partitions_for_topic(topic) or set()
@@ -192,6 +195,10 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             follow_catalogue(catalogue, by_topic.get(topics["items"], []))
             if trainer is not None:
                 follow_adapters(trainer, by_topic.get(topics["model-updates"], []))
+            for signal in (_json(r.value) for r in by_topic.get(topics["drift-signals"], [])):
+                if signal and signal.get("detector") in DETECTORS:
+                    metrics.DRIFT_SIGNALS.labels(signal["detector"]).inc()
+                    schedule.request(f"drift: {signal['detector']}")
             for record in by_topic.get(topics["events"], []):
                 try:
                     event = parse_event(record.value, settings.max_event_bytes)

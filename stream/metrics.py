@@ -70,6 +70,17 @@ FINETUNE_LOSS = Gauge("streamrec_finetune_loss", "InfoNCE loss of the last train
 FINETUNE_EXAMPLES = Counter("streamrec_finetune_examples", "Training examples fed to fine-tune steps")
 FINETUNE_CYCLES = Counter("streamrec_finetune_cycles", "Fine-tune cycles, by outcome (promoted, rejected, failed)",
                           ["outcome"])
+for _outcome in ("promoted", "rejected", "failed"):  # every series exists from the start (alerts, dashboards)
+    FINETUNE_CYCLES.labels(_outcome)
+
+# -- drift (workers detect, the learner may fine-tune on it) --------------------------------
+DRIFT_DETECTED = Counter("streamrec_drift_detected", "Drift detections, by detector", ["detector"])
+DRIFT_STATISTIC = Gauge("streamrec_drift_statistic", "Current statistic of each drift detector (hit-rate "
+                        "estimate, standardised mean list score, centroid cosine distance)", ["detector"])
+DRIFT_SIGNALS = Counter("streamrec_learner_drift_signals", "Drift detections received by the learner, by detector",
+                        ["detector"])
+for _detector in ("hit_rate_adwin", "score_page_hinkley", "centroid_shift"):
+    DRIFT_DETECTED.labels(_detector)
 
 
 def observe_batch(seconds: float, events: int) -> None:

@@ -24,6 +24,7 @@ def contract_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(topic_name(settings, "recommendations"), p, True, "top-K lists, key = user_id"),
         TopicSpec(topic_name(settings, "events.dlq"), p, False, "rejected records with a reason"),
         TopicSpec(topic_name(settings, "model-updates"), 1, False, "model version announcements"),
+        TopicSpec(topic_name(settings, "drift-signals"), 1, False, "drift detections of the workers, for the learner"),
     ]
 
 

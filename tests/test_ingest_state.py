@@ -81,3 +81,28 @@ def test_bytes_of_state_per_user():
     state = UserState.from_bytes(table[b"heavy"])
     assert len(state.history) == 50 and len(state.seen_event_ids) == 256  # bounded, however active
     assert heavy < 12_000, heavy
+
+
+def test_a_drift_detection_is_counted_and_signalled_to_the_learner():
+    from model.drift import CentroidShift, DriftMonitor
+    from stream.metrics import DRIFT_DETECTED
+
+    signals = []
+
+    async def signal(detection):
+        signals.append(detection)
+
+    proc, _, _ = processor()
+    proc.signal_drift = signal
+    proc.drift = DriftMonitor(centroid=CentroidShift(fast_half_life=5, slow_half_life=100, threshold=0.1, min_events=20))
+    before = DRIFT_DETECTED.labels("centroid_shift")._value.get()
+    # Everyone looks at items i0..i4 for a while, then only at i10..i14: tastes moved.
+    old = [{"event_id": f"o{n}", "user_id": f"u{n % 7}", "item_id": f"i{n % 5}", "type": "view", "ts": n}
+           for n in range(60)]
+    new = [{"event_id": f"n{n}", "user_id": f"u{n % 7}", "item_id": f"i{10 + n % 5}", "type": "view", "ts": 100 + n}
+           for n in range(30)]
+    asyncio.run(proc.process(records(old)))
+    assert signals == []
+    asyncio.run(proc.process(records(new)))
+    assert [s.detector for s in signals] == ["centroid_shift"]
+    assert DRIFT_DETECTED.labels("centroid_shift")._value.get() == before + 1

@@ -119,3 +119,30 @@ def test_a_promoted_adapter_is_served_a_corrupt_one_refused_and_a_rollback_follo
         while f"+adapter:{first}" not in (version := served_version(settings, producer, "dave", "s4",
                                                                      f"d{int(time.monotonic() * 1000)}")):
             assert time.monotonic() < deadline, f"worker still serves {version} after the rollback"
+
+
+def test_a_drift_signal_from_a_worker_triggers_a_fine_tune_cycle(settings, start_learner):
+    settings.finetune_min_examples = 10
+    settings.finetune_every_events = 1_000_000  # neither the event count...
+    settings.finetune_every_s = 1e9  # ...nor the clock triggers a cycle here
+    settings.finetune_budget_s = 4.0
+    settings.finetune_holdout = 0.25
+    store = ModelStore(settings.model_store)
+    with EventProducer(settings) as producer:
+        publish_catalogue(producer)
+        learner = start_learner()
+        shop(producer, 0, users=16)
+        time.sleep(8.0)  # the learner has the examples: still no cycle
+        assert adapter_versions(store) == []
+        producer._producer.send(topic_name(settings, "drift-signals"), key=b"hit_rate_adwin", value=json.dumps(
+            {"detector": "hit_rate_adwin", "n": 4096, "statistic": 0.02, "ts": 0}).encode())
+        producer.flush()
+        deadline = time.monotonic() + 120
+        while metric_sum(learner.metrics(), "streamrec_finetune_cycles_total") < 1:
+            assert time.monotonic() < deadline, f"no cycle after the drift signal; see {learner.log_path}"
+            time.sleep(0.5)
+    samples = learner.metrics()
+    assert metric_sum(samples, "streamrec_learner_drift_signals_total", detector="hit_rate_adwin") == 1
+    assert "fine-tune cycle (drift: hit_rate_adwin)" in learner.log_path.read_text()
+    for version in adapter_versions(store):  # a promoted version records what triggered it
+        assert store.manifest(version).metrics["trigger"] == "drift: hit_rate_adwin"
