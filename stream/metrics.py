@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.request
 
 from prometheus_client import (
@@ -103,6 +104,36 @@ def record_model_version(kind: str, version: str, created_ts_ms: int | None) -> 
     MODEL_VERSION.labels(kind).info({"version": version})
     if created_ts_ms:
         MODEL_CREATED.labels(kind).set(created_ts_ms / 1000.0)
+
+
+class _NoMetric:
+    """Stands in for every metric when metrics are off (``STREAMREC_METRICS_ENABLED=false``)."""
+
+    def labels(self, *args, **kwargs) -> _NoMetric:
+        return self
+
+    def inc(self, *args) -> None: ...
+    def dec(self, *args) -> None: ...
+    def set(self, *args) -> None: ...
+    def observe(self, *args) -> None: ...
+    def info(self, *args) -> None: ...
+    def remove(self, *args) -> None: ...
+
+    def collect(self) -> list:
+        return []
+
+    def time(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+#: Off only to measure what metrics cost (benchmarks/metrics_overhead.py); read once, at import.
+METRICS_ENABLED = os.environ.get("STREAMREC_METRICS_ENABLED", "true").strip().lower() not in ("0", "false", "no", "off")
+if not METRICS_ENABLED:
+    for _name, _value in list(globals().items()):
+        if isinstance(_value, (Counter, Gauge, Histogram, Info)):
+            globals()[_name] = _NoMetric()
 
 
 def serve_metrics(host: str, port: int) -> None:
