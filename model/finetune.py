@@ -27,7 +27,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -188,15 +188,43 @@ def user_directions(histories: Sequence[Sequence[HistoryItem]], item_row: Mappin
     return directions, valid
 
 
+#: Names of the attention query / value projections, per architecture family.
+ATTENTION_TARGETS = (("query", "value"), ("q_proj", "v_proj"))  # BERT (MiniLM); Llama (SmolLM2), ...
+
+
+def attention_targets(model) -> tuple[str, ...]:
+    """The query / value projection names of ``model``, found among its module names.
+
+    >>> import torch
+    >>> attention = torch.nn.ModuleDict({"q_proj": torch.nn.Linear(4, 4), "k_proj": torch.nn.Linear(4, 4),
+    ...                                  "v_proj": torch.nn.Linear(4, 4)})
+    >>> attention_targets(attention)
+    ('q_proj', 'v_proj')
+    """
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    for targets in ATTENTION_TARGETS:
+        if set(targets) <= names:
+            return targets
+    raise ValueError(f"no attention projections named {' or '.join(map(str, ATTENTION_TARGETS))} in "
+                     f"{type(model).__name__}: pass LoraSettings(target_modules=...)")
+
+
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA on the attention query / value projections of every BERT layer:
-    W x + (alpha / r) * B A x, with A (r, d) random, B (d, r) zero at the start."""
+    """LoRA on the attention query / value projections of every layer:
+    W x + (alpha / r) * B A x, with A (r, d) random, B (d, r) zero at the start.
+
+    ``target_modules`` None picks them from the model (:func:`attention_targets`): "query" /
+    "value" in BERT (MiniLM), "q_proj" / "v_proj" in Llama (SmolLM2)."""
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("query", "value")
+    target_modules: tuple[str, ...] | None = None
+
+    def for_model(self, model) -> LoraSettings:
+        """These settings with ``target_modules`` filled in for ``model`` when left to None."""
+        return self if self.target_modules else replace(self, target_modules=attention_targets(model))
 
     def to_peft(self):
         from peft import LoraConfig
@@ -232,7 +260,7 @@ class AdaptedEncoder:
             cfg = self.model.peft_config["default"]
             self.lora = LoraSettings(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(sorted(cfg.target_modules)))
         else:
-            self.lora = lora or LoraSettings()
+            self.lora = (lora or LoraSettings()).for_model(base)
             self.model = get_peft_model(base, self.lora.to_peft())
         self.model.to(self.device).eval()
 

@@ -174,7 +174,7 @@ def model_rollback(version: str, bootstrap: BootstrapOpt = None, model_store: St
     except SnapshotError as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(1) from None
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","))
+    producer = KafkaProducer(**settings.kafka_python_config())
     try:
         announcement = announce(store, version, producer, topic_name(settings, "model-updates"))
     finally:
@@ -190,12 +190,18 @@ def demo(
     broker_kind: Annotated[str, typer.Option("--broker", help="embedded broker: noida or tansu")] = "noida",
     k: Annotated[int, typer.Option(help="length of each recommendation list")] = 10,
     learner: Annotated[bool, typer.Option(help="also run the learner (CF + trending); off: content-only lists")] = True,
+    api: Annotated[bool, typer.Option(help="also run the HTTP API (random read key, printed) and read one user's "
+                                      "list through it at the end")] = True,
+    prometheus: Annotated[bool, typer.Option(help="also run a local Prometheus (Debian package `prometheus`; "
+                                             "`make ops-tools` installs it) with the jobs and alert rules of "
+                                             "ops/prometheus/, and print key series from it at the end")] = False,
 ) -> None:
-    """End to end on one machine: embedded broker, worker, learner, MovieLens-100K catalogue and ratings replay."""
+    """End to end on one machine: embedded broker, worker, learner, HTTP API, MovieLens-100K catalogue and
+    ratings replay; prints where every process's metrics are, and a summary."""
     from serving.demo import run_demo
 
     run_demo(events=events, rate=rate, json_summary=json_summary, broker_kind=broker_kind, k=k,
-             with_learner=learner, console=console)
+             with_learner=learner, with_api=api, with_prometheus=prometheus, console=console)
 
 
 @app.command()

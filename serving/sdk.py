@@ -28,11 +28,10 @@ class EventProducer:
         self.events_topic = topic_name(self.settings, "events")
         self.items_topic = topic_name(self.settings, "items")
         self._producer = KafkaProducer(
-            bootstrap_servers=self.settings.bootstrap.split(","),
+            **{**self.settings.kafka_python_config(), **kafka_config},
             linger_ms=linger_ms,
             batch_size=256 * 1024,
             acks=1,
-            **kafka_config,
         )
 
     def send(self, event: Event | None = None, **fields) -> Event:
@@ -101,11 +100,10 @@ class RecommendationConsumer:
         self.idle_timeout_s = idle_timeout_s
         self._consumer = KafkaConsumer(
             topic_name(self.settings, "recommendations"),
-            bootstrap_servers=self.settings.bootstrap.split(","),
+            **{**self.settings.kafka_python_config(), **kafka_config},
             group_id=group_id,
             auto_offset_reset="earliest" if from_beginning else "latest",
             enable_auto_commit=group_id is not None,
-            **kafka_config,
         )
 
     def __iter__(self) -> Iterator[Recommendation | tuple[str, None]]:

@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         producer_max_batch_size=1024 * 1024,  # a batch holds hundreds of lists and user states
         producer_acks=1,
+        broker_credentials=settings.faust_credentials(),
     )
     events = app.topic(topic_name(settings, "events"), partitions=settings.partitions, **RAW)
     recommendations = app.topic(topic_name(settings, "recommendations"), partitions=settings.partitions, **RAW)
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> faust.App:
             await processor_box["processor"].on_new_items(item_ids)
 
     catalogue = CatalogueFollower(
-        settings.bootstrap, topic_name(settings, "items"),
+        settings.aiokafka_config(), topic_name(settings, "items"),
         encoder_factory=lambda: TextEncoder(settings.encoder_dir),
         dead_letter=send_dead_letter, on_new_items=on_new_items,
     )
@@ -98,7 +99,7 @@ def create_app(settings: Settings) -> faust.App:
         catalogue.use_space(encoder, index)
         processor_box["processor"].use_space(version, catalogue.index)
 
-    model_follower = ModelFollower(settings.bootstrap, topic_name(settings, "model-updates"), {
+    model_follower = ModelFollower(settings.aiokafka_config(), topic_name(settings, "model-updates"), {
         "global": (lambda verified: processor_box["processor"].prepare_global_models(verified),
                    lambda prepared: processor_box["processor"].use_global_models(prepared)),
         "adapter": (prepare_adapter, use_adapter),

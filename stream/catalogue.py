@@ -31,9 +31,9 @@ class CatalogueFollower:
     ``on_new_items`` is called with the ids that just became servable.
     """
 
-    def __init__(self, bootstrap: str, topic: str, encoder_factory: Callable[[], TextEncoder],
+    def __init__(self, client_config: dict, topic: str, encoder_factory: Callable[[], TextEncoder],
                  dead_letter: DeadLetterSink, on_new_items: Callable[[list[str]], Awaitable[None]]) -> None:
-        self.bootstrap = bootstrap
+        self.client_config = client_config
         self.topic = topic
         self.encoder_factory = encoder_factory
         self.dead_letter = dead_letter
@@ -65,7 +65,7 @@ class CatalogueFollower:
     async def run(self) -> None:
         if self.encoder is None:
             await self.load_encoder()
-        consumer, tps = await open_from_start(self.bootstrap, self.topic)
+        consumer, tps = await open_from_start(self.client_config, self.topic)
         try:
             end = await consumer.end_offsets(tps)
             log.info("catalogue: reading %s (%d records at start)", self.topic, sum(end.values()))

@@ -158,7 +158,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
     store = ModelStore(settings.model_store)
     topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), group_id=None,
+    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest")
     assignment = []
     for topic in topics.values():
@@ -170,7 +170,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             partitions = consumer.partitions_for_topic(topic) or set()
         assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(assignment)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","))
+    producer = KafkaProducer(**settings.kafka_python_config())
     trainer = None
     if settings.finetune:
         trainer = AdapterTrainer(

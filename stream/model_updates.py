@@ -64,13 +64,13 @@ class ModelFollower:
     :class:`SnapshotError`) and then ``apply`` (on it). A missing, corrupt or incompatible
     version is counted and skipped: the worker keeps serving what it has."""
 
-    def __init__(self, bootstrap: str, topic: str, handlers: Handlers) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, client_config: dict, topic: str, handlers: Handlers) -> None:
+        self.client_config = client_config
         self.topic = topic
         self.handlers = handlers
 
     async def run(self) -> None:
-        consumer, tps = await open_from_start(self.bootstrap, self.topic, retry_s=1.0)
+        consumer, tps = await open_from_start(self.client_config, self.topic, retry_s=1.0)
         try:
             end = await consumer.end_offsets(tps)
             backlog: dict[str, list[bytes]] = {}  # made before this worker started: newest usable wins

@@ -25,7 +25,7 @@ class StreamProcess:
 
     def start(self) -> None:
         env = dict(os.environ)
-        env.update({f"STREAMREC_{k.upper()}": str(v) for k, v in self.settings.model_dump().items() if v is not None})
+        env.update(self.settings.env())
         env.setdefault("OMP_NUM_THREADS", "1")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", self.module], env=env, stdout=log,

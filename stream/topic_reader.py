@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 
-async def open_from_start(bootstrap: str, topic: str, retry_s: float = 0.5):
+async def open_from_start(client_config: dict, topic: str, retry_s: float = 0.5):
     """A started aiokafka consumer assigned to every partition of ``topic`` at offset 0, and
-    those partitions. Waits for the topic to exist. The caller stops the consumer."""
+    those partitions. ``client_config``: :meth:`Settings.aiokafka_config` (address, security).
+    Waits for the topic to exist. The caller stops the consumer."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
+    consumer = AIOKafkaConsumer(**client_config, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
