@@ -36,11 +36,11 @@ def main() -> None:
 
     console = Console()
     quiet = Console(file=open(os.devnull, "w"))
-    full = run_demo(events=args.events, console=console)
+    full = run_demo(events=args.events, with_api=False, console=console)
     paced: dict[str, list[dict]] = {"hybrid+learner": [], "content-only": []}
     for _ in range(args.repeats):
         for name, with_learner in (("hybrid+learner", True), ("content-only", False)):
-            paced[name].append(run_demo(events=args.paced_events, rate=args.rate, with_learner=with_learner,
+            paced[name].append(run_demo(events=args.paced_events, rate=args.rate, with_learner=with_learner, with_api=False,
                                         console=quiet))
             lat = paced[name][-1]["latency_ms"]
             console.print(f"paced {name}: p50 {lat['p50']} / p95 {lat['p95']} / p99 {lat['p99']} ms")

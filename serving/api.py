@@ -270,17 +270,20 @@ class RecommendationView:
 
 
 class ServableItems:
-    """item_id -> category of every available item of the ``items`` catalogue (deleted,
-    unavailable and tombstoned items are absent): the fallback serves only these."""
+    """item_id -> category of every available item of the ``items`` catalogue (the fallback
+    serves only these), and the ids deleted or made unavailable since (never served)."""
 
     def __init__(self) -> None:
         self.categories: dict[str, str | None] = {}
+        self.withdrawn: set[str] = set()
 
     async def apply(self, records) -> None:
         for r in records:
             if r.value is None:
                 if r.key is not None:
-                    self.categories.pop(r.key.decode("utf-8", errors="replace"), None)
+                    item_id = r.key.decode("utf-8", errors="replace")
+                    self.categories.pop(item_id, None)
+                    self.withdrawn.add(item_id)
                 continue
             try:
                 item = parse_item(r.value)
@@ -289,8 +292,10 @@ class ServableItems:
                 continue
             if item.deleted or not item.available:
                 self.categories.pop(item.item_id, None)
+                self.withdrawn.add(item.item_id)
             else:
                 self.categories[item.item_id] = item.category
+                self.withdrawn.discard(item.item_id)
 
     async def caught_up(self) -> None:
         log.info("catalogue: %d servable items", len(self.categories))
@@ -642,15 +647,17 @@ def create_api(settings: Settings | None = None, api: ApiSettings | None = None)
         k: Annotated[int, Query(ge=1, le=MAX_K, description=f"list length, 1..{MAX_K}; lists hold as many "
                                 "items as the workers publish (STREAMREC_K)")] = settings.k,
     ) -> RecommendationsOut:
-        """The last list a worker published for the user, cut to `k` items. A user without a
-        list gets the trending items instead, with `"fallback": true`. 503 while this replica
-        is still loading the view."""
+        """The last list a worker published for the user, without items deleted or made
+        unavailable since, cut to `k` items. A user without a list gets the trending items
+        instead, with `"fallback": true`. 503 while this replica is still loading the view."""
         if not state.follower.caught_up:
             raise ApiError(503, "not_ready", "this replica is still loading the recommendation view; retry shortly",
                            {"Retry-After": "1"})
         rec = state.view.get(user_id)
         if rec is not None:
-            return RecommendationsOut(user_id=user_id, items=rec.items[:k], fallback=False,
+            withdrawn = state.catalogue.withdrawn
+            items = [item for item in rec.items if item.item_id not in withdrawn][:k]
+            return RecommendationsOut(user_id=user_id, items=items, fallback=False,
                                       model_version=rec.model_version, trigger_event_id=rec.trigger_event_id,
                                       event_ts=rec.event_ts, published_ts=rec.published_ts)
         ranking = state.trending.ranking

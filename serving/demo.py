@@ -5,18 +5,32 @@ events -> refreshed top-K lists read back -> summary. Ratings become events as f
 every rating is an event of type ``rating`` with ``value`` = the stars (1..5), ``event_id`` =
 ``ml100k-<row>``, ``ts`` = the moment it is sent (the replay plays the log as live traffic, in
 its original order; the worker weighs a rating by ``stars - 2.5``).
+
+Next to them it runs the HTTP API (``streamrec api``, with a random read key) and, on request,
+a local Prometheus (the Debian binary) configured from ops/prometheus/ against the demo's ports;
+at the end it reads one user's list through the API and a few key series through Prometheus.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import secrets
 import shutil
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
+import yaml
+from rich.columns import Columns
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -29,6 +43,8 @@ from stream.metrics import metric_sum, scrape
 from stream.schemas import Event, Item
 from stream.stream_process import StreamProcess
 from stream.topics import create_topics
+
+OPS_PROMETHEUS = Path(__file__).resolve().parent.parent / "ops" / "prometheus"
 
 
 def movie_item(movie: Movie) -> Item:
@@ -86,7 +102,7 @@ class RecommendationTally:
 def follow_recommendations(settings: Settings, tally: RecommendationTally, stop: threading.Event) -> None:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic_name(settings, "recommendations"), bootstrap_servers=settings.bootstrap,
+    consumer = KafkaConsumer(topic_name(settings, "recommendations"), **settings.kafka_python_config(),
                              group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     try:
         while not stop.is_set():
@@ -101,10 +117,200 @@ def follow_recommendations(settings: Settings, tally: RecommendationTally, stop:
         consumer.close()
 
 
+# -- the API and Prometheus next to the stream processes --------------------------------------
+def http_get(url: str, headers: dict | None = None, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """Status and body of a GET (an HTTP error status is an answer too; no answer raises OSError)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class ChildProcess:
+    """``command`` as a child process with its output in ``log_path``; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.command = command
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ChildProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ok(self, url: str, timeout_s: float) -> None:
+        """Block until GET ``url`` answers 200."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if http_get(url, timeout_s=2)[0] == 200:
+                    return
+            except OSError:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: {url} not 200 after {timeout_s:.0f}s; see {self.log_path}")
+            time.sleep(0.25)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if not self.alive():
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_api(settings: Settings, read_key: str, log_path: Path) -> tuple[ChildProcess, int]:
+    """``streamrec api`` on a free loopback port, with ``read_key`` as its only key (read scope)."""
+    port = free_port()
+    env = dict(os.environ, **settings.env(), STREAMREC_API_HOST="127.0.0.1", STREAMREC_API_PORT=str(port),
+               STREAMREC_API_READ_KEYS=read_key, STREAMREC_API_WRITE_KEYS="", STREAMREC_API_ALLOW_ANONYMOUS="false")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return ChildProcess("the API", [sys.executable, "-m", "serving.cli", "api"], log_path, env).start(), port
+
+
+def read_through_api(api_url: str, read_key: str, user_id: str, expected: list[str] | None,
+                     timeout_s: float = 10.0) -> dict:
+    """The API's answer for ``user_id``, asked again until it is ``expected`` (the list last read from
+    the topic; the API's view follows the topic on its own) or ``timeout_s`` passed."""
+    url = f"{api_url}/v1/users/{urllib.parse.quote(user_id, safe='')}/recommendations"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status, body = http_get(url, {"Authorization": f"Bearer {read_key}"})
+        except OSError:  # the API went away: the check fails, the demo goes on
+            status, body = None, b""
+        answer = json.loads(body) if status == 200 else {}
+        items = [i["item_id"] for i in answer.get("items", [])]
+        if items == expected or time.monotonic() > deadline:
+            return {"user_id": user_id, "http_status": status, "fallback": answer.get("fallback"),
+                    "model_version": answer.get("model_version"), "items": items, "same_as_topic": items == expected,
+                    "answer": answer}
+        time.sleep(0.2)
+
+
+def prometheus_config(ops_config: dict, ports: dict[str, int], rules_dir: Path, interval: str = "1s") -> dict:
+    """ops/prometheus/prometheus.yml pointed at this machine's processes: job ``name`` scrapes
+    127.0.0.1:``ports[name]`` (a job without a port is left out), rule files are found in
+    ``rules_dir``, and scrapes and rules run every ``interval`` (a demo lasts minutes).
+
+    >>> ops = {"global": {"scrape_interval": "5s"}, "rule_files": ["alerts.yml"], "scrape_configs": [
+    ...     {"job_name": "streamrec-worker", "static_configs": [{"targets": ["127.0.0.1:9108"]}]},
+    ...     {"job_name": "streamrec-api", "static_configs": [{"targets": ["127.0.0.1:8000"]}]}]}
+    >>> config = prometheus_config(ops, {"streamrec-worker": 41234}, Path("/repo/ops/prometheus"))
+    >>> config["rule_files"], config["global"]["scrape_interval"]
+    (['/repo/ops/prometheus/alerts.yml'], '1s')
+    >>> config["scrape_configs"]
+    [{'job_name': 'streamrec-worker', 'static_configs': [{'targets': ['127.0.0.1:41234']}]}]
+    """
+    return {
+        **ops_config,
+        "global": {**ops_config.get("global", {}), "scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(rules_dir / name) for name in ops_config.get("rule_files", [])],
+        "scrape_configs": [{**job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]}
+                           for job in ops_config["scrape_configs"] if job["job_name"] in ports],
+    }
+
+
+class LocalPrometheus:
+    """The ``prometheus`` binary on a free loopback port, with the jobs and alert rules of
+    ops/prometheus/ pointed at ``ports`` (job name -> metrics port); data and log in ``work_dir``."""
+
+    def __init__(self, binary: str, work_dir: Path, ports: dict[str, int]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        ops_config = yaml.safe_load((OPS_PROMETHEUS / "prometheus.yml").read_text())
+        config_path = work_dir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(prometheus_config(ops_config, ports, OPS_PROMETHEUS), sort_keys=False))
+        self.child = ChildProcess("prometheus", [
+            binary, f"--config.file={config_path}", f"--storage.tsdb.path={work_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}"], work_dir / "prometheus.log")
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.child.start()
+        self.child.wait_ok(f"{self.url}/-/ready", timeout_s)
+
+    def stop(self) -> None:
+        self.child.stop()
+
+    def api(self, path: str, **params: str):
+        status, body = http_get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
+        answer = json.loads(body)
+        if status != 200:
+            raise RuntimeError(f"prometheus {path} {params}: {answer.get('error', status)}")
+        return answer["data"]
+
+    def value(self, expr: str) -> float | None:
+        """The value of an instant query that yields one series (None: no series, or NaN)."""
+        result = self.api("query", query=expr)["result"]
+        value = float(result[0]["value"][1]) if result else math.nan
+        return None if math.isnan(value) else value
+
+    def readings(self, window_s: float, events: int, timeout_s: float = 30.0) -> dict:
+        """Key series over the last ``window_s`` seconds (the replay), once a scrape has seen all
+        ``events``: events/s the workers took in (``streamrec_batch_events_sum``, a series that
+        exists from the worker's start, so a short replay is counted from its first event), p99
+        event-to-recommendation latency, the worker's online hit rate over its last 1,000 checks,
+        and the alert rules with the alerts pending or firing."""
+        deadline = time.monotonic() + timeout_s
+        while (self.value("sum(streamrec_batch_events_sum)") or 0) < events and time.monotonic() < deadline:
+            time.sleep(0.5)
+        window = f"{max(math.ceil(window_s), 5)}s"
+        events_per_s = self.value(f"sum(rate(streamrec_batch_events_sum[{window}]))")
+        p99 = self.value("histogram_quantile(0.99, sum by (le) "
+                         f"(rate(streamrec_event_to_recommendation_seconds_bucket[{window}])))")
+        hit_rate = self.value("avg(streamrec_online_hit_rate)")
+        rules = [r for g in self.api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"]
+        return {
+            "window": window,
+            "events_per_s": None if events_per_s is None else round(events_per_s, 1),
+            "latency_p99_ms": None if p99 is None else round(p99 * 1000, 1),
+            "online_hit_rate_at_10": None if hit_rate is None else round(hit_rate, 4),
+            "alert_rules": len(rules),
+            "alerts": {a["labels"]["alertname"]: a["state"] for a in self.api("alerts")["alerts"]},
+        }
+
+
+def start_prometheus(console: Console, work_dir: Path, ports: dict[str, int]) -> LocalPrometheus | None:
+    """A started :class:`LocalPrometheus`, or None (said why) when it cannot run here."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        console.print("[yellow]--prometheus: no `prometheus` binary on PATH. Install it with `make ops-tools` or "
+                      "`apt-get install prometheus`; the demo goes on without it.[/]")
+        return None
+    if not (OPS_PROMETHEUS / "prometheus.yml").is_file():
+        console.print(f"[yellow]--prometheus: {OPS_PROMETHEUS / 'prometheus.yml'} is missing (run the demo from a "
+                      "checkout of the repository); the demo goes on without Prometheus.[/]")
+        return None
+    prometheus = LocalPrometheus(binary, work_dir, ports)
+    try:
+        with console.status("starting Prometheus"):
+            prometheus.start()
+    except (RuntimeError, TimeoutError) as err:
+        prometheus.stop()
+        console.print(f"[yellow]--prometheus: {err}; the demo goes on without it.[/]")
+        return None
+    return prometheus
+
+
 # -- the demo -------------------------------------------------------------------------------------
 def run_demo(events: int | None = None, rate: float | None = None, json_summary: Path | None = None,
              broker_kind: str = "noida", work_dir: Path = Path(".streamrec/demo"), k: int = 10,
-             with_learner: bool = True, console: Console | None = None) -> dict:
+             with_learner: bool = True, with_api: bool = True, with_prometheus: bool = False,
+             console: Console | None = None) -> dict:
     console = console or Console()
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -113,26 +319,46 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
     ratings = ratings[:events] if events else ratings
 
     broker = EmbeddedBroker(broker_kind, data_dir=work_dir / "broker")
-    worker = learner = None
+    worker = learner = api = prometheus = None
     stop_reader = threading.Event()
     try:
         with console.status(f"starting the embedded {broker_kind} broker"):
             broker.start()
-        settings = Settings(bootstrap=broker.bootstrap, metrics_port=free_port(), k=k,
-                            data_dir=str(work_dir / "worker"), model_store=str(work_dir / "models"))
+        settings = Settings(bootstrap=broker.bootstrap, metrics_port=free_port(), learner_metrics_port=free_port(),
+                            k=k, data_dir=str(work_dir / "worker"), model_store=str(work_dir / "models"))
         create_topics(settings)
         console.print(f"[green]broker[/] {broker.bootstrap} ({broker_kind}), topics created "
                       f"with prefix '{settings.topic_prefix}'")
         worker = StreamProcess(settings, work_dir / "worker.log")
         worker.start()
-        console.print(f"[green]worker[/] pid {worker.process.pid}, metrics on "
-                      f"http://127.0.0.1:{settings.metrics_port}/metrics, log {work_dir / 'worker.log'}")
+        console.print(f"[green]worker[/] pid {worker.process.pid}, log {work_dir / 'worker.log'}")
+        ports = {"streamrec-worker": settings.metrics_port}
 
         if with_learner:
             learner = StreamProcess(settings, work_dir / "learner.log", module="stream.learner")
             learner.start()
+            ports["streamrec-learner"] = settings.learner_metrics_port
             console.print(f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
                           f"{settings.model_store}), log {work_dir / 'learner.log'}")
+
+        api_url = read_key = None
+        if with_api:
+            read_key = secrets.token_urlsafe(16)
+            api, ports["streamrec-api"] = start_api(settings, read_key, work_dir / "api.log")
+            api_url = f"http://127.0.0.1:{ports['streamrec-api']}"
+            console.print(f"[green]API[/] pid {api.process.pid} on {api_url} (docs {api_url}/docs), read key "
+                          f"[bold]{read_key}[/] (this run only), log {work_dir / 'api.log'}\n"
+                          f"    try: curl -H 'Authorization: Bearer {read_key}' "
+                          f"{api_url}/v1/users/{ratings[0].user_id}/recommendations")
+
+        metrics_urls = {name.removeprefix("streamrec-"): f"http://127.0.0.1:{port}/metrics"
+                        for name, port in ports.items()}
+        console.print("[green]metrics[/] " + ", ".join(f"{name} {url}" for name, url in metrics_urls.items()))
+        if with_prometheus:
+            prometheus = start_prometheus(console, work_dir / "prometheus", ports)
+            if prometheus:
+                console.print(f"[green]Prometheus[/] {prometheus.url} (scraping {', '.join(ports)} every second, "
+                              f"alert rules of {OPS_PROMETHEUS / 'alerts.yml'}), log {prometheus.child.log_path}")
 
         producer = EventProducer(settings)
         for movie in movies:
@@ -140,6 +366,9 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
         producer.flush()
         _wait_for(console, f"worker indexing {len(movies)} movies with all-MiniLM-L6-v2",
                   lambda s: metric_sum(s, "streamrec_items_indexed"), len(movies), settings, worker)
+        if api:
+            with console.status("waiting for the API to be ready (/readyz)"):
+                api.wait_ok(f"{api_url}/readyz", timeout_s=120)
 
         tally = RecommendationTally(k)
         reader = threading.Thread(target=follow_recommendations, args=(settings, tally, stop_reader), daemon=True)
@@ -200,8 +429,27 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
             "model_swaps": int(metric_sum(samples, "streamrec_model_swaps_total", outcome="ok")),
             "model_version": tally.last_model_version,
             "k": k,
+            "metrics_urls": metrics_urls,
+            "api_url": api_url,
+            "api_check": None,
         }
-        _print_summary(console, summary)
+        side = []
+        if api:  # the user of the last rating: their list reflects the very end of the replay
+            user = ratings[-1].user_id
+            check = read_through_api(api_url, read_key, user, tally.last_list.get(user))
+            summary["api_check"] = {key: value for key, value in check.items() if key != "answer"}
+            side.append(_api_table(api_url, check, {m.item_id: m.display_title for m in movies}))
+        if with_prometheus:
+            summary["prometheus_url"] = prometheus.url if prometheus else None
+            summary["prometheus"] = None
+            if prometheus:
+                try:
+                    with console.status("reading key series from Prometheus"):
+                        summary["prometheus"] = prometheus.readings(time.monotonic() - started, len(ratings))
+                    side.append(_prometheus_table(prometheus.url, summary["prometheus"]))
+                except (OSError, RuntimeError, ValueError) as err:
+                    console.print(f"[yellow]Prometheus queries failed: {err}[/]")
+        console.print(Columns([_summary_table(summary), *side]))
         if json_summary:
             Path(json_summary).parent.mkdir(parents=True, exist_ok=True)
             Path(json_summary).write_text(json.dumps(summary, indent=2) + "\n")
@@ -209,8 +457,10 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
         return summary
     finally:
         stop_reader.set()
-        with console.status("stopping worker and broker"):
-            for process in (worker, learner):
+        with console.status("stopping Prometheus, API, worker, learner and broker"):
+            if prometheus:
+                prometheus.stop()
+            for process in (api, worker, learner):
                 if process:
                     process.stop()
             broker.stop()
@@ -241,8 +491,29 @@ def _wait_for(console: Console, what: str, read, target: float, settings: Settin
             time.sleep(0.25)
 
 
-def _print_summary(console: Console, summary: dict) -> None:
+def _summary_table(summary: dict) -> Table:
     table = Table(title="streamrec demo summary", show_header=False)
     for key, value in summary.items():
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    console.print(table)
+    return table
+
+
+def _api_table(api_url: str, check: dict, titles: dict[str, str]) -> Table:
+    answer = check["answer"]
+    table = Table("#", "movie", "score", "why", title=f"GET /v1/users/{check['user_id']}/recommendations",
+                  caption=f"{api_url}: HTTP {check['http_status']}, model {check['model_version']}, "
+                          f"{'same list as' if check['same_as_topic'] else 'differs from'} the topic's last")
+    for rank, item in enumerate(answer.get("items", []), 1):
+        table.add_row(str(rank), titles.get(item["item_id"], item["item_id"]), f"{item['score']:.3f}",
+                      "; ".join(item["reasons"][:1]))
+    return table
+
+
+def _prometheus_table(url: str, readings: dict) -> Table:
+    table = Table("series", "value", title="Prometheus", caption=url)
+    table.add_row(f"events/s (over the last {readings['window']})", str(readings["events_per_s"]))
+    table.add_row("p99 event -> list, ms", str(readings["latency_p99_ms"]))
+    table.add_row("online hit rate @10 (last 1,000)", str(readings["online_hit_rate_at_10"]))
+    table.add_row("alert rules loaded", str(readings["alert_rules"]))
+    table.add_row("alerts pending / firing", ", ".join(f"{n} ({s})" for n, s in readings["alerts"].items()) or "none")
+    return table

@@ -122,6 +122,10 @@ def test_a_posted_event_reaches_the_view_through_the_worker_until_the_user_is_fo
                      "bob's list does not reflect the batch")
     assert "s2" not in [i["item_id"] for i in alice["items"]]  # she bought it
     assert bob["items"][0]["item_id"] in KITCHEN
+    with EventProducer(settings) as producer:  # an item deleted since the list was made is not served
+        producer.delete_item(bob["items"][0]["item_id"])
+    wait_until(lambda: recommendations(client, "bob")["items"] == bob["items"][1:],
+               "a deleted item stayed in bob's list")
 
     forget = client.post("/v1/events", json={"user_id": "alice", "type": "forget_user"}, headers=auth(WRITE))
     assert forget.status_code == 202
