@@ -103,7 +103,8 @@ def usable_examples(examples: Sequence[TrainingExample], catalogue: dict[str, st
 class AdapterTrainer:
     """Owns the adapter in service and runs fine-tune cycles on demand (one at a time).
 
-    ``base_encoder`` is the frozen encoder the workers use; ``current`` starts as the newest
+    ``base_encoder`` is the frozen encoder the workers use, or a function that loads it (then it
+    is loaded on first need, off the learner's start-up path); ``current`` starts as the newest
     adapter announced (``resume``) or as a fresh adapter, which embeds exactly like the base.
     ``announce(version)`` tells the workers about a promoted version.
     """
@@ -113,7 +114,8 @@ class AdapterTrainer:
                  min_examples: int = 200, threads: int = 1, k: int = 10, lr: float = 5e-4, seed: int = 0) -> None:
         self.store = store
         self.announce = announce
-        self.base_encoder = base_encoder
+        self._base_encoder = base_encoder if hasattr(base_encoder, "encode") else None
+        self._load_base = base_encoder
         self.budget_s = budget_s
         self.batch_size = batch_size
         self.holdout = holdout
@@ -123,11 +125,25 @@ class AdapterTrainer:
         self.k = k
         self.lr = lr
         self.rng = np.random.default_rng(seed)
-        self.current = AdaptedEncoder(base_encoder)
+        self._current: AdaptedEncoder | None = None
         self.current_version: str | None = None
         self.outcomes: list[CycleOutcome] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def base_encoder(self):
+        with self._lock:
+            if self._base_encoder is None:
+                self._base_encoder = self._load_base()
+            return self._base_encoder
+
+    @property
+    def current(self) -> AdaptedEncoder:
+        """The adapter in service (a fresh one embeds exactly like the base encoder)."""
+        if self._current is None:
+            self._current = AdaptedEncoder(self.base_encoder)
+        return self._current
 
     @property
     def busy(self) -> bool:
@@ -137,10 +153,9 @@ class AdapterTrainer:
         """Continue from a stored adapter version (after a restart, or a rollback by ops)."""
         if version == self.current_version or self.busy:
             return False
-        files = self.store.load(version)
+        adapted = load_adapter_files(self.store.load(version), self.base_encoder, trainable=True)
         with self._lock:
-            self.current = load_adapter_files(files, self.base_encoder, trainable=True)
-            self.current_version = version
+            self._current, self.current_version = adapted, version
         log.info("fine-tuning now continues from adapter %s", version)
         return True
 
@@ -184,8 +199,9 @@ class AdapterTrainer:
         buffer = TrainingBuffer(max_examples=len(usable))
         buffer.extend(usable)
         split = buffer.holdout(self.holdout)
+        self.current  # noqa: B018 - loads the base encoder and a fresh adapter on first use
         with self._lock:
-            current, parent = self.current, self.current_version
+            current, parent = self._current, self.current_version
         candidate = current.clone()
         report = micro_finetune(candidate, split.train, catalogue.__getitem__, budget_s=self.budget_s,
                                 batch_size=self.batch_size, lr=self.lr, rng=self.rng, half_life_s=self.half_life_s)
@@ -221,7 +237,7 @@ class AdapterTrainer:
             "finetune": finetune,
         })
         with self._lock:
-            self.current, self.current_version = candidate, manifest.version
+            self._current, self.current_version = candidate, manifest.version
         self.announce(manifest.version)
         return CycleOutcome("promoted", reason, manifest.version, figures["current"], figures["candidate"], finetune)
 

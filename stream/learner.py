@@ -175,7 +175,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     if settings.finetune:
         trainer = AdapterTrainer(
             store, lambda version: announce(store, version, producer, topics["model-updates"]),
-            TextEncoder(settings.encoder_dir), budget_s=settings.finetune_budget_s,
+            lambda: TextEncoder(settings.encoder_dir), budget_s=settings.finetune_budget_s,
             batch_size=settings.finetune_batch_size, holdout=settings.finetune_holdout,
             half_life_s=settings.half_life_s, min_examples=settings.finetune_min_examples,
             threads=settings.finetune_threads, k=settings.k, lr=settings.finetune_lr)
