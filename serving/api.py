@@ -187,7 +187,7 @@ class EventIn(Event):
 
     event_id: str | None = Field(None, min_length=1, max_length=256,
                                  description="unique id; default: a random one (then a retry counts twice)")
-    ts: int | None = Field(None, ge=0, le=10**14, description="event time, ms since epoch; default: arrival")
+    ts: int | None = Field(None, ge=0, le=10**14, strict=True, description="event time, ms since epoch; default: arrival")
 
     def complete(self) -> Event:
         fields = self.model_dump()

@@ -155,31 +155,25 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
                        for e in batch]
-            try:
-                started = time.perf_counter()
-                await processor.process(records)
-                metrics.observe_batch(time.perf_counter() - started, len(records))
-                for rec in records:
-                    processed_offsets[(rec.topic, rec.partition)] = rec.offset
-                metrics.USERS_IN_STATE.set(len(users))
-            except Exception:  # never die on a batch: log it, count it, keep serving
-                log.exception("batch of %d events failed", len(records))
-                for rec in records:
-                    await send_dead_letter(rec.raw, InvalidEvent("processing_error", "worker failed on this batch"),
-                                           rec.topic, rec.partition, rec.offset)
+            started = time.perf_counter()
+            await processor.process_isolating_failures(records)
+            metrics.observe_batch(time.perf_counter() - started, len(records))
+            for rec in records:
+                processed_offsets[(rec.topic, rec.partition)] = rec.offset
+            metrics.USERS_IN_STATE.set(len(users))
 
     app.streamrec_catalogue = catalogue  # type: ignore[attr-defined]
     return app
 
 
-def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     """Start the metrics endpoint and run the worker in the foreground until stopped."""
     from faust.worker import Worker
 
     install_fetch_backoff(settings.empty_fetch_backoff_s)
     metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
     app = create_app(settings)
-    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    Worker(app, loglevel=loglevel or settings.log_level, quiet=True).execute_from_commandline()
 
 
 if __name__ == "__main__":  # python -m stream.app: a worker configured from STREAMREC_* variables

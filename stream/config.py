@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(500, ge=1, description="events processed together per poll")
     batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
     metrics_host: str = Field("127.0.0.1", description="address of the Prometheus endpoint")
+    log_level: str = Field("warning", description="log level of the worker (debug, info, warning, error)")
     metrics_enabled: bool = Field(True, description="Prometheus metrics on (off only to measure their cost)")
     metrics_port: int = Field(9108, ge=0, description="port of the Prometheus endpoint (0: none)")
     data_dir: str = Field(".streamrec/worker", description="local directory of the worker's table files")

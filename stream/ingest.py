@@ -109,6 +109,10 @@ class IngestProcessor:
             state.rebuild(self.space, self.index.vector_of)
         return state
 
+    def discard_cached_states(self) -> None:
+        """Forget decoded states (after a failed batch): the table's bytes are the truth."""
+        self._cache.clear()
+
     def _save(self, key: bytes, state: UserState) -> None:
         raw = state.to_bytes()
         self.table[key] = raw
@@ -164,6 +168,26 @@ class IngestProcessor:
         for user, state, _ in to_score:
             self._save(user.encode(), state)
         await self._report_drift()
+
+    async def process_isolating_failures(self, records: list[SourceRecord]) -> None:
+        """:meth:`process`, never raising: when a batch fails, its records are retried one by one
+        and only those that fail alone go to the DLQ (``processing_error``); the others are
+        served (events saved before the failure are duplicates the second time)."""
+        try:
+            await self.process(records)
+            return
+        except Exception:
+            log.exception("batch of %d events failed; retrying its records one by one", len(records))
+        self.discard_cached_states()  # they may hold half-applied events
+        for rec in records:
+            try:
+                await self.process([rec])
+            except Exception as exc:
+                log.error("event at %s[%d]@%d failed alone: %s", rec.topic, rec.partition, rec.offset,
+                          type(exc).__name__)
+                metrics.EVENTS.labels("unknown", "dlq").inc()
+                error = InvalidEvent("processing_error", f"{type(exc).__name__}: {str(exc)[:200]}")
+                await self.dead_letter(rec.raw, error, rec.topic, rec.partition, rec.offset)
 
     async def _apply(self, user: str, state: UserState, event: Event, source: SourceRecord) -> list[Event] | None:
         """Update ``state`` with ``event``. Returns the events applied (parked ones whose item

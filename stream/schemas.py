@@ -31,8 +31,8 @@ class Event(BaseModel):
     user_id: str = Id
     item_id: str | None = Field(None, min_length=1, max_length=256)
     type: EventType
-    ts: int = Field(ge=0, le=10**14, description="event time, ms since epoch")
-    value: float | None = Field(None, allow_inf_nan=False, ge=-1e9, le=1e9)
+    ts: int = Field(ge=0, le=10**14, strict=True, description="event time, ms since epoch")
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e9, le=1e9, strict=True)
     text: str | None = Field(None, max_length=10_000)
     session_id: str | None = Field(None, max_length=256)
 
@@ -112,7 +112,7 @@ def _decode_json(raw: bytes | None, max_bytes: int) -> object:
         return json.loads(text, parse_constant=_reject_constant)
     except InvalidEvent:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also integers of > 4,300 digits
         raise InvalidEvent("bad_json", str(exc)[:300]) from None
 
 

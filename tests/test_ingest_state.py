@@ -106,3 +106,21 @@ def test_a_drift_detection_is_counted_and_signalled_to_the_learner():
     asyncio.run(proc.process(records(new)))
     assert [s.detector for s in signals] == ["centroid_shift"]
     assert DRIFT_DETECTED.labels("centroid_shift")._value.get() == before + 1
+
+
+def test_a_failing_event_goes_to_the_dlq_alone_and_the_rest_of_its_batch_is_served():
+    proc, table, published = processor()
+    sent = []
+
+    async def publish(key, value):
+        if key == b"u1" and value is not None:
+            raise RuntimeError("the broker refused this record")
+        sent.append(key)
+
+    proc.publish = publish
+    asyncio.run(proc.process_isolating_failures(records(EVENTS[:9])))  # users u0, u1, u2
+    assert sorted(set(sent)) == [b"u0", b"u2"]
+    dlq = [args for key, args in published if key == "dlq"]
+    assert len(dlq) == 3 and all(args[1].reason == "processing_error" for args in dlq)  # u1's three events
+    assert sorted(table) == [b"u0", b"u2"]
+    assert len(UserState.from_bytes(table[b"u0"]).history) == 3
