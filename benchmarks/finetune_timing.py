@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="also HR@10 / NDCG@10 before and after")
     parser.add_argument("--holdout", type=int, default=500, help="most recent examples held out (--quality)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", default="minilm", help="minilm, smollm2 or a local Hugging Face model directory")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
 
@@ -81,7 +82,7 @@ def main() -> None:
     buffer = TrainingBuffer(max_examples=len(train))
     buffer.extend(train)
 
-    encoder = TextEncoder()
+    encoder = TextEncoder(args.encoder)
     adapted = AdaptedEncoder(encoder)
     catalogue = [m.item_id for m in movies]
     before = holdout_metrics(encoder.encode, holdout, catalogue, text_of.__getitem__) if args.quality else None
