@@ -325,7 +325,8 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
         with console.status(f"starting the embedded {broker_kind} broker"):
             broker.start()
         settings = Settings(bootstrap=broker.bootstrap, metrics_port=free_port(), learner_metrics_port=free_port(),
-                            k=k, data_dir=str(work_dir / "worker"), model_store=str(work_dir / "models"))
+                            k=k, data_dir=str(work_dir / "worker"), model_store=str(work_dir / "models"),
+                            instance_id="demo-worker-0")
         create_topics(settings)
         console.print(f"[green]broker[/] {broker.bootstrap} ({broker_kind}), topics created "
                       f"with prefix '{settings.topic_prefix}'")
