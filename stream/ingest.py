@@ -74,7 +74,8 @@ class IngestProcessor:
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
         self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
-        self.last_active: dict[bytes, float] = {}  # user key -> monotonic time of the last save
+        self.last_active: OrderedDict[bytes, float] = OrderedDict()  # user key -> last save, oldest first
+        self._recovered_users_seen = False
         self.drift = DriftMonitor()
         self.signal_drift = signal_drift
         self._detections: list[Detection] = []
@@ -117,6 +118,7 @@ class IngestProcessor:
         raw = state.to_bytes()
         self.table[key] = raw
         self.last_active[key] = time.monotonic()
+        self.last_active.move_to_end(key)
         self._cache[key] = (raw, state)
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:
@@ -289,9 +291,17 @@ class IngestProcessor:
         if not ttl:
             return 0
         now = time.monotonic() if now is None else now
-        for key in self.table.keys():
-            self.last_active.setdefault(key, now)
-        idle = [key for key, seen in self.last_active.items() if now - seen > ttl]
+        if not self._recovered_users_seen:  # once: users recovered from the changelog start now
+            self._recovered_users_seen = True
+            for key in self.table.keys():
+                if key not in self.last_active:
+                    self.last_active[key] = now
+                    self.last_active.move_to_end(key, last=False)
+        idle = []
+        for key, seen in self.last_active.items():  # oldest first: stop at the first active user
+            if now - seen <= ttl:
+                break
+            idle.append(key)
         for key in idle:
             del self.last_active[key]
             self._cache.pop(key, None)

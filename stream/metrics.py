@@ -137,8 +137,8 @@ if not METRICS_ENABLED:
 
 
 def serve_metrics(host: str, port: int) -> None:
-    """Expose /metrics on host:port (default 127.0.0.1:9108); port 0 exposes nothing."""
-    if port:
+    """Expose /metrics on host:port (default 127.0.0.1:9108); port 0, or metrics off, expose nothing."""
+    if port and METRICS_ENABLED:
         start_http_server(port, addr=host)
 
 

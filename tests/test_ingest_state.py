@@ -74,13 +74,13 @@ def test_forget_user_erases_the_state_and_publishes_a_tombstone():
 def test_bytes_of_state_per_user():
     """Documents the size a user's state takes in the table (see docs/BENCHMARKS.md)."""
     proc, table, _ = processor()
-    many = [{"event_id": f"m{n}", "user_id": "heavy", "item_id": f"i{n % 20}", "type": "view", "ts": n}
+    many = [{"event_id": f"{n:032x}", "user_id": "heavy",  # 32-character ids, as the SDK makes "item_id": f"i{n % 20}", "type": "view", "ts": n}
             for n in range(400)]
     asyncio.run(proc.process(records(many)))
     heavy = len(table[b"heavy"])
     state = UserState.from_bytes(table[b"heavy"])
     assert len(state.history) == 50 and len(state.seen_event_ids) == 256  # bounded, however active
-    assert heavy < 12_000, heavy
+    assert heavy < 13_000, heavy  # 12.7 KB: the dedupe window's ids take 70 % (docs/BENCHMARKS.md)
 
 
 def test_a_drift_detection_is_counted_and_signalled_to_the_learner():
