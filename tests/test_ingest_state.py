@@ -74,8 +74,8 @@ def test_forget_user_erases_the_state_and_publishes_a_tombstone():
 def test_bytes_of_state_per_user():
     """Documents the size a user's state takes in the table (see docs/BENCHMARKS.md)."""
     proc, table, _ = processor()
-    many = [{"event_id": f"{n:032x}", "user_id": "heavy",  # 32-character ids, as the SDK makes "item_id": f"i{n % 20}", "type": "view", "ts": n}
-            for n in range(400)]
+    many = [{"event_id": f"{n:032x}", "user_id": "heavy", "item_id": f"i{n % 20}", "type": "view", "ts": n}
+            for n in range(400)]  # 32-character event ids, as the SDK makes them
     asyncio.run(proc.process(records(many)))
     heavy = len(table[b"heavy"])
     state = UserState.from_bytes(table[b"heavy"])
