@@ -222,7 +222,6 @@ class IngestProcessor:
         """Was the user's item in the list last served to them? Counted, and a rolling rate."""
         metrics.ONLINE_HIT_CHECKS.labels(str(hit).lower()).inc()
         self._drifted(self.drift.observe_hit(hit))
-        metrics.ONLINE_HIT_RATE.labels(str(self.settings.k)).set(self.drift.online_hit_rate)
 
     def _drifted(self, detection: Detection | None) -> None:
         if detection is not None:
@@ -230,7 +229,11 @@ class IngestProcessor:
             self._detections.append(detection)
 
     async def _report_drift(self) -> None:
-        """After a batch: drift statistics to the gauges, detections to the learner."""
+        """After a batch: the rolling hit rate and drift statistics to the gauges (once per batch,
+        not per event), detections to the learner."""
+        hit_rate = self.drift.online_hit_rate
+        if hit_rate == hit_rate:  # NaN before the first hit check
+            metrics.ONLINE_HIT_RATE.labels(str(self.settings.k)).set(hit_rate)
         for detector, value in self.drift.statistics().items():
             if value == value:  # NaN until the detector has seen data
                 metrics.DRIFT_STATISTIC.labels(detector).set(value)

@@ -17,17 +17,8 @@ from model.online_hybrid import OnlineHybrid
 from model.preference import PreferenceVector
 from model.recommender import Interaction
 from serving.cli import app
+from tests.test_finetune import TEXTS
 
-TEXTS = {
-    "toy": "Toy Story (1995). Animation. Children's, Comedy",
-    "lion": "Lion King, The (1994). Animation. Children's, Musical",
-    "heat": "Heat (1995). Action. Crime, Thriller",
-    "goldeneye": "GoldenEye (1995). Action. Adventure, Thriller",
-    "sense": "Sense and Sensibility (1995). Drama. Romance",
-    "emma": "Emma (1996). Comedy. Drama, Romance",
-    "alien": "Alien (1979). Action. Horror, Sci-Fi, Thriller",
-    "scream": "Scream (1996). Horror. Thriller",
-}
 ITEMS = list(TEXTS)
 # What users pick after a movie: text similarity does not know it (the base encoder puts Toy Story
 # next to Lion King), behaviour does: a fine-tuned adapter must learn it.
