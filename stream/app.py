@@ -18,6 +18,7 @@ from stream import metrics
 from stream.adapter_training import prepare_adapter_space
 from stream.catalogue import CatalogueFollower
 from stream.config import Settings, topic_name
+from stream.durable_flush import install_durable_flush
 from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
 from stream.model_updates import ModelFollower, VerifiedVersion
@@ -30,6 +31,7 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app for ``settings`` (broker, topics, table, agent, catalogue task)."""
+    install_durable_flush()  # no offset is committed ahead of the user state it changed
     broker = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(","))
     app = faust.App(
         settings.app_id,
