@@ -18,6 +18,8 @@ from stream import metrics
 from stream.adapter_training import prepare_adapter_space
 from stream.catalogue import CatalogueFollower
 from stream.config import Settings, topic_name
+from stream.contiguous_offsets import (Gap, OffsetTracker, committed_offsets, install_contiguous_commits,
+                                       read_offsets)
 from stream.durable_flush import install_durable_flush
 from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
@@ -31,7 +33,8 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app for ``settings`` (broker, topics, table, agent, catalogue task)."""
-    install_durable_flush()  # no offset is committed ahead of the user state it changed
+    install_durable_flush()  # no offset is committed ahead of the user state it changed...
+    install_contiguous_commits()  # ...nor ahead of an event that was not processed
     broker = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(","))
     app = faust.App(
         settings.app_id,
@@ -116,7 +119,33 @@ def create_app(settings: Settings) -> faust.App:
         await processor_started()
         await model_follower.run()
 
-    processed_offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
+    offsets = OffsetTracker()  # the next offset to process in each partition of `events` held
+    app.streamrec_offsets = (events.get_topic_name(), offsets)  # what commits take (stream.contiguous_offsets)
+    assignment: dict[str, asyncio.Task] = {}
+
+    @app.on_partitions_assigned.connect
+    async def start_at_committed_offsets(sender, assigned, **kwargs) -> None:
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == events.get_topic_name())
+        assignment["committed"] = asyncio.get_running_loop().create_task(committed_offsets(
+            settings.aiokafka_config(), settings.app_id, events.get_topic_name(), partitions))
+
+    async def with_skipped_records(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[Gap]]:
+        """``records`` with the records the consumer skipped before or among them, if any, and the
+        gaps read again in full."""
+        if "committed" in assignment:  # the first batch since a rebalance
+            offsets.assigned(await assignment.pop("committed"))
+        missing, read_again = [], []
+        for gap in offsets.gaps((rec.partition, rec.offset) for rec in records):
+            found, complete = await read_offsets(settings.aiokafka_config(), events.get_topic_name(), gap)
+            log.warning("the consumer skipped offsets %d-%d of %s[%d]; %d records read again", gap.start,
+                        gap.end - 1, events.get_topic_name(), gap.partition, len(found))
+            metrics.SKIPPED_RECORDS_REREAD.inc(len(found))
+            missing += [SourceRecord(r.value, r.topic, r.partition, r.offset) for r in found]
+            if complete:
+                read_again.append(gap)
+        if missing:  # a user's events in order
+            records = sorted(missing + records, key=lambda rec: (rec.partition, rec.offset))
+        return records, read_again
 
     @app.timer(interval=settings.lag_interval_s)
     async def export_consumer_lag() -> None:
@@ -127,8 +156,9 @@ def create_app(settings: Settings) -> faust.App:
             return
         ends = await app.consumer.highwaters(*assigned)
         for tp in assigned:
-            done = processed_offsets.get((tp.topic, tp.partition))
-            position = done + 1 if done is not None else await app.consumer.position(tp)
+            position = offsets.next_offset.get(tp.partition)
+            if position is None:
+                position = await app.consumer.position(tp)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - (position or 0)))
         metrics.forget_partitions_except({(tp.topic, str(tp.partition)) for tp in assigned})
 
@@ -155,13 +185,12 @@ def create_app(settings: Settings) -> faust.App:
             IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, encoder_name, signal_drift),
         )
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            records = [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset)
-                       for e in batch]
+            records, read_again = await with_skipped_records(
+                [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in batch])
             started = time.perf_counter()
             await processor.process_isolating_failures(records)
             metrics.observe_batch(time.perf_counter() - started, len(records))
-            for rec in records:
-                processed_offsets[(rec.topic, rec.partition)] = rec.offset
+            offsets.processed(((rec.partition, rec.offset) for rec in records), read_again)
             metrics.USERS_IN_STATE.set(len(users))
 
     app.streamrec_catalogue = catalogue  # type: ignore[attr-defined]

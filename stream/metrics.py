@@ -45,6 +45,8 @@ USERS_IN_STATE = Gauge("streamrec_users_in_state", "Users whose state this worke
 USERS_EXPIRED = Counter("streamrec_users_expired", "Users dropped from the worker's state after the idle TTL")
 ONLINE_HIT_RATE = Gauge("streamrec_online_hit_rate",
                         "Share of the last 1,000 hit checks whose item was in the user's last list", ["k"])
+SKIPPED_RECORDS_REREAD = Counter("streamrec_skipped_records_reread", "Events the consumer skipped (an offset "
+                                 "gap) that the worker read again and applied")
 CONSUMER_LAG = Gauge("streamrec_consumer_lag_records", "Events not yet processed, per assigned partition",
                      ["topic", "partition"])
 MODEL_SWAPS = Counter(

@@ -27,6 +27,7 @@ class StreamProcess:
         env = dict(os.environ)
         env.update(self.settings.env())
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("PYTHONUNBUFFERED", "1")  # the log survives a kill -9
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", self.module], env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -174,9 +174,6 @@ def test_kill_9_in_the_middle_of_a_replay_loses_nothing_and_double_counts_nothin
         second.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="KNOWN BUG, open: in about 1 run of 4 the first 2-5 events produced "
-                   "right after the broker restart are in the topic but never applied (the worker's rejoined "
-                   "group seeks past them); the failure message names them with their partition/offset")
 def test_a_broker_restart_from_its_data_directory_loses_nothing(tmp_path, uninterrupted):
     good, bad = workload()
     port = free_port()

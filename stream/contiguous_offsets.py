@@ -1,0 +1,204 @@
+"""Process every offset of a partition, in order, and commit only what was processed.
+
+Offsets of the ``events`` topic are contiguous, so a worker that keeps a partition must
+process offset n + 1 right after offset n. faust-streaming 0.15 breaks this in two ways,
+both found by tests/integration/test_recovery.py:
+
+- after a rejoin (a broker restart), the record at the committed offset could be fetched,
+  dropped with the agent's queue and never fetched again, while the records after it were
+  processed and committed: Faust's "gap at the head" check is off by one;
+- records dropped inside the consumer count as acknowledged ("gaps", meant for
+  transaction markers), so a commit could pass events no agent ever saw; after a kill -9 they
+  were lost (34 of 1,800 events in one run).
+
+So the worker keeps its own position per partition (:class:`OffsetTracker`): the next offset
+it must process, starting at the group's committed offset when it gets a partition. A batch
+that starts past it, or skips offsets, has a gap; the worker reads those records itself
+(:func:`read_offsets`) and applies them first (a user's events stay in order; one applied
+already is a duplicate and changes nothing). Commits take the tracker's position instead of
+Faust's acknowledgements (:func:`install_contiguous_commits`), so no offset is committed
+before every event below it was processed.
+
+Producers of ``events`` must not use transactions: their markers would read as gaps (each is
+read again, finding no record, and the position moves on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Offsets ``start`` (inclusive) to ``end`` (exclusive) of a partition were never processed."""
+
+    partition: int
+    start: int
+    end: int
+
+
+class OffsetTracker:
+    """The next offset to process in each partition this worker has.
+
+    >>> tracker = OffsetTracker()
+    >>> tracker.processed([(0, 5), (0, 6)])   # (partition, offset) in the order processed
+    >>> tracker.gaps([(0, 9), (0, 10)])
+    [Gap(partition=0, start=7, end=9)]
+    >>> tracker.processed([(0, 9)])           # a hole that was not filled stops the position
+    >>> tracker.next_offset
+    {0: 7}
+    >>> tracker.gaps([(0, 3)])                # a redelivery (a seek back) is no gap
+    []
+    """
+
+    def __init__(self) -> None:
+        self.next_offset: dict[int, int] = {}
+
+    def gaps(self, records: Iterable[tuple[int, int]]) -> list[Gap]:
+        """Holes before or inside a batch of (partition, offset), one per hole."""
+        by_partition: dict[int, list[int]] = {}
+        for partition, offset in records:
+            by_partition.setdefault(partition, []).append(offset)
+        found = []
+        for partition, offsets in by_partition.items():
+            expected = self.next_offset.get(partition)
+            for offset in sorted(offsets):
+                if expected is not None and offset > expected:
+                    found.append(Gap(partition, expected, offset))
+                expected = offset + 1 if expected is None else max(expected, offset + 1)
+        return found
+
+    def processed(self, records: Iterable[tuple[int, int]], read_again: Iterable[Gap] = ()) -> None:
+        """Move each position over the offsets processed, as far as they are contiguous; the
+        offsets of gaps ``read_again`` in full count as processed (those without a record are
+        transaction markers or gone)."""
+        by_partition: dict[int, list[int]] = {}
+        for partition, offset in records:
+            by_partition.setdefault(partition, []).append(offset)
+        filled: dict[int, list[Gap]] = {}
+        for gap in read_again:
+            filled.setdefault(gap.partition, []).append(gap)
+            by_partition.setdefault(gap.partition, [])
+        for partition, offsets in by_partition.items():
+            position = self.next_offset.get(partition)
+            for offset in [*sorted(offsets), None]:
+                for gap in sorted(filled.get(partition, []), key=lambda g: g.start):
+                    if position is not None and gap.start <= position < gap.end:
+                        position = gap.end
+                if offset is None:
+                    break
+                if position is None or offset == position:
+                    position = offset + 1
+                elif offset > position:
+                    log.error("offsets %d-%d of partition %d were never processed; position stays at %d",
+                              position, offset - 1, partition, position)
+                    break
+            self.next_offset[partition] = position
+
+    def assigned(self, committed: Mapping[int, int | None]) -> None:
+        """After a rebalance, ``committed`` maps the partitions now held to the group's committed
+        offset. Each starts there (or at its first record when there is none), except where this
+        worker already processed further (a partition kept: the consumer seeks back, and what it
+        delivers again is a duplicate).
+
+        >>> tracker = OffsetTracker()
+        >>> tracker.processed([(0, 10), (1, 20)])
+        >>> tracker.assigned({1: 15, 2: 7})   # 0 given away, 1 kept, 2 new
+        >>> tracker.next_offset
+        {1: 21, 2: 7}
+        """
+        positions = {}
+        for partition, offset in committed.items():
+            candidates = [o for o in (offset, self.next_offset.get(partition)) if o is not None]
+            if candidates:
+                positions[partition] = max(candidates)
+        self.next_offset = positions
+
+
+async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: float = 30.0) -> tuple[list, bool]:
+    """The records of ``gap`` (aiokafka ConsumerRecords, in offset order), read with a consumer of
+    no group, and whether the read got to its end (fewer records when some are transaction
+    markers or gone)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, gap.partition)
+    consumer = AIOKafkaConsumer(**client_config, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, gap.start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await consumer.position(tp) < gap.end and loop.time() < deadline:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            records.extend(r for r in batch.get(tp, []) if gap.start <= r.offset < gap.end)
+        complete = await consumer.position(tp) >= gap.end
+        if not complete:
+            log.error("could not read offsets %d-%d of %s[%d] within %.0fs", gap.start, gap.end - 1, topic,
+                      gap.partition, timeout_s)
+    finally:
+        await consumer.stop()
+    return records, complete
+
+
+async def committed_offsets(client_config: Mapping, group_id: str, topic: str,
+                            partitions: Iterable[int]) -> dict[int, int | None]:
+    """The group's committed offset of each partition (None where it has none), read with a
+    consumer that does not join the group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    partitions = list(partitions)
+    consumer = AIOKafkaConsumer(**client_config, group_id=group_id, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    except Exception as exc:  # the worker goes on; positions then start at the first record delivered
+        log.warning("could not read the committed offsets of %s: %s", topic, exc)
+        return dict.fromkeys(partitions)
+    finally:
+        await consumer.stop()
+
+
+_installed: list[bool] = []
+
+
+def install_contiguous_commits() -> None:
+    """Make Faust commit, for the topic of ``app.streamrec_offsets`` (a (topic, tracker) pair),
+    the tracker's positions instead of its own acknowledgements (idempotent, per process)."""
+    if _installed:
+        return
+    from faust.transport.consumer import Consumer
+
+    faust_committable = Consumer._filter_committable_offsets
+
+    def filter_committable_offsets(self, tps):
+        tracked = getattr(self.app, "streamrec_offsets", None)
+        if tracked is None:
+            return faust_committable(self, tps)
+        topic, tracker = tracked
+        others = [tp for tp in tps if tp.topic != topic]
+        offsets = faust_committable(self, others) if others else {}
+        for tp in tps:
+            if tp.topic != topic:
+                continue
+            position = tracker.next_offset.get(tp.partition)
+            committed = self._committed_offset[tp]
+            if position is not None and (committed is None or position > committed):
+                offsets[tp] = position
+            # Faust's own bookkeeping of acknowledgements is not used: keep it from growing
+            acked = self._acked[tp]
+            if position is not None:
+                acked[:] = [o for o in acked if o >= position]
+                self._acked_index[tp].intersection_update(acked)
+            self._gap.pop(tp, None)
+        return offsets
+
+    Consumer._filter_committable_offsets = filter_committable_offsets
+    _installed.append(True)
