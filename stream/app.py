@@ -18,8 +18,8 @@ from stream import metrics
 from stream.adapter_training import prepare_adapter_space
 from stream.catalogue import CatalogueFollower
 from stream.config import Settings, topic_name
-from stream.contiguous_offsets import (Gap, OffsetTracker, committed_offsets, install_contiguous_commits,
-                                       read_offsets)
+from stream.contiguous_offsets import (Gap, OffsetTracker, install_contiguous_commits, read_offsets,
+                                       resume_offsets)
 from stream.durable_flush import install_durable_flush
 from stream.fetch_backoff import install_fetch_backoff
 from stream.ingest import IngestProcessor, SourceRecord
@@ -124,16 +124,20 @@ def create_app(settings: Settings) -> faust.App:
     assignment: dict[str, asyncio.Task] = {}
 
     @app.on_partitions_assigned.connect
-    async def start_at_committed_offsets(sender, assigned, **kwargs) -> None:
+    async def follow_assignment(sender, assigned, **kwargs) -> None:
         partitions = sorted(tp.partition for tp in assigned if tp.topic == events.get_topic_name())
-        assignment["committed"] = asyncio.get_running_loop().create_task(committed_offsets(
+        assignment["resume"] = asyncio.get_running_loop().create_task(resume_offsets(
             settings.aiokafka_config(), settings.app_id, events.get_topic_name(), partitions))
 
     async def with_skipped_records(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[Gap]]:
         """``records`` with the records the consumer skipped before or among them, if any, and the
         gaps read again in full."""
-        if "committed" in assignment:  # the first batch since a rebalance
-            offsets.assigned(await assignment.pop("committed"))
+        if "resume" in assignment:  # the first batch since a rebalance
+            offsets.assigned(await assignment.pop("resume"))
+        unknown = offsets.unknown(rec.partition for rec in records)
+        if unknown:  # a partition's first batch may come before the rebalance signal
+            offsets.start_at(await resume_offsets(settings.aiokafka_config(), settings.app_id,
+                                                  events.get_topic_name(), unknown))
         missing, read_again = [], []
         for gap in offsets.gaps((rec.partition, rec.offset) for rec in records):
             found, complete = await read_offsets(settings.aiokafka_config(), events.get_topic_name(), gap)

@@ -12,7 +12,8 @@ both found by tests/integration/test_recovery.py:
   were lost (34 of 1,800 events in one run).
 
 So the worker keeps its own position per partition (:class:`OffsetTracker`): the next offset
-it must process, starting at the group's committed offset when it gets a partition. A batch
+it must process, starting where the group resumes (:func:`resume_offsets`) when it gets a
+partition. A batch
 that starts past it, or skips offsets, has a gap; the worker reads those records itself
 (:func:`read_offsets`) and applies them first (a user's events stay in order; one applied
 already is a duplicate and changes nothing). Commits take the tracker's position instead of
@@ -100,6 +101,22 @@ class OffsetTracker:
                     break
             self.next_offset[partition] = position
 
+    def unknown(self, partitions: Iterable[int]) -> set[int]:
+        """The partitions among ``partitions`` that have no position yet."""
+        return set(partitions) - self.next_offset.keys()
+
+    def start_at(self, committed: Mapping[int, int | None]) -> None:
+        """Partitions without a position start at the group's committed offset (if it has one).
+
+        >>> tracker = OffsetTracker()
+        >>> tracker.start_at({0: 212, 1: None})
+        >>> tracker.gaps([(0, 244), (1, 5)])
+        [Gap(partition=0, start=212, end=244)]
+        """
+        for partition, offset in committed.items():
+            if offset is not None:
+                self.next_offset.setdefault(partition, offset)
+
     def assigned(self, committed: Mapping[int, int | None]) -> None:
         """After a rebalance, ``committed`` maps the partitions now held to the group's committed
         offset. Each starts there (or at its first record when there is none), except where this
@@ -148,19 +165,24 @@ async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: 
     return records, complete
 
 
-async def committed_offsets(client_config: Mapping, group_id: str, topic: str,
-                            partitions: Iterable[int]) -> dict[int, int | None]:
-    """The group's committed offset of each partition (None where it has none), read with a
-    consumer that does not join the group."""
+async def resume_offsets(client_config: Mapping, group_id: str, topic: str,
+                         partitions: Iterable[int]) -> dict[int, int | None]:
+    """Where the group resumes each partition: its committed offset, or the partition's first
+    offset when it has none (the worker starts at the earliest). Read with a consumer that does
+    not join the group; None for all when the broker cannot be asked."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     partitions = list(partitions)
     consumer = AIOKafkaConsumer(**client_config, group_id=group_id, enable_auto_commit=False)
     try:
         await consumer.start()
-        return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+        offsets = {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+        fresh = [TopicPartition(topic, p) for p, offset in offsets.items() if offset is None]
+        if fresh:
+            offsets.update({tp.partition: offset for tp, offset in (await consumer.beginning_offsets(fresh)).items()})
+        return offsets
     except Exception as exc:  # the worker goes on; positions then start at the first record delivered
-        log.warning("could not read the committed offsets of %s: %s", topic, exc)
+        log.warning("could not read where the group resumes %s: %s", topic, exc)
         return dict.fromkeys(partitions)
     finally:
         await consumer.stop()

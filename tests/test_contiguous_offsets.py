@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stream.contiguous_offsets import Gap, OffsetTracker, install_contiguous_commits, read_offsets
+from stream.contiguous_offsets import Gap, OffsetTracker, install_contiguous_commits, read_offsets, resume_offsets
 
 
 def test_a_record_dropped_at_the_committed_offset_after_a_rejoin_is_a_gap():
@@ -89,6 +89,28 @@ def test_read_offsets_reads_exactly_the_missing_records(broker, settings):
     found, complete = asyncio.run(read_offsets(settings.aiokafka_config(), topic, Gap(_partition_of(settings, topic), 3, 7)))
     assert complete
     assert [(r.offset, r.value) for r in found] == [(n, f"record {n}".encode()) for n in range(3, 7)]
+
+
+@pytest.mark.integration
+def test_a_group_resumes_at_its_committed_offset_or_else_at_the_first_offset(broker, settings):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from serving.sdk import EventProducer
+    from stream.config import topic_name
+
+    topic = topic_name(settings, "events")
+    with EventProducer(settings) as producer:
+        for n in range(10):
+            producer.send_raw(f"record {n}".encode(), key=b"one key")
+        producer.flush()
+    partition = _partition_of(settings, topic)
+    group = f"{settings.app_id}-resume"
+    assert asyncio.run(resume_offsets(settings.aiokafka_config(), group, topic, [partition])) == {partition: 0}
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False)
+    consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(6, "", -1)})
+    consumer.close()
+    assert asyncio.run(resume_offsets(settings.aiokafka_config(), group, topic, [partition])) == {partition: 6}
 
 
 def _partition_of(settings, topic: str) -> int:
