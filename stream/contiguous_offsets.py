@@ -64,13 +64,10 @@ class OffsetTracker:
 
     def gaps(self, records: Iterable[tuple[int, int]]) -> list[Gap]:
         """Holes before or inside a batch of (partition, offset), one per hole."""
-        by_partition: dict[int, list[int]] = {}
-        for partition, offset in records:
-            by_partition.setdefault(partition, []).append(offset)
         found = []
-        for partition, offsets in by_partition.items():
+        for partition, offsets in _by_partition(records).items():
             expected = self.next_offset.get(partition)
-            for offset in sorted(offsets):
+            for offset in offsets:
                 if expected is not None and offset > expected:
                     found.append(Gap(partition, expected, offset))
                 expected = offset + 1 if expected is None else max(expected, offset + 1)
@@ -80,21 +77,10 @@ class OffsetTracker:
         """Move each position over the offsets processed, as far as they are contiguous; the
         offsets of gaps ``read_again`` in full count as processed (those without a record are
         transaction markers or gone)."""
-        by_partition: dict[int, list[int]] = {}
-        for partition, offset in records:
-            by_partition.setdefault(partition, []).append(offset)
-        filled: dict[int, list[Gap]] = {}
-        for gap in read_again:
-            filled.setdefault(gap.partition, []).append(gap)
-            by_partition.setdefault(gap.partition, [])
-        for partition, offsets in by_partition.items():
+        covered = [(gap.partition, offset) for gap in read_again for offset in range(gap.start, gap.end)]
+        for partition, offsets in _by_partition([*records, *covered]).items():
             position = self.next_offset.get(partition)
-            for offset in [*sorted(offsets), None]:
-                for gap in sorted(filled.get(partition, []), key=lambda g: g.start):
-                    if position is not None and gap.start <= position < gap.end:
-                        position = gap.end
-                if offset is None:
-                    break
+            for offset in offsets:
                 if position is None or offset == position:
                     position = offset + 1
                 elif offset > position:
@@ -137,6 +123,14 @@ class OffsetTracker:
             if candidates:
                 positions[partition] = max(candidates)
         self.next_offset = positions
+
+
+def _by_partition(records: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """(partition, offset) pairs as each partition's offsets, sorted."""
+    grouped: dict[int, list[int]] = {}
+    for partition, offset in records:
+        grouped.setdefault(partition, []).append(offset)
+    return {partition: sorted(offsets) for partition, offsets in grouped.items()}
 
 
 async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: float = 30.0) -> tuple[list, bool]:
