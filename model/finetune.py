@@ -27,7 +27,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,11 +45,20 @@ DEFAULT_HALF_LIFE_S = 7 * 24 * 3600.0  # stream.config.Settings.half_life_s
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """What the worker knew about a user (``history``, oldest first) and the item picked next."""
+    """What the worker knew about a user (``history``, oldest first) and the item picked next.
+
+    ``prior`` (optional) is what the hybrid's other terms, b_cf * z(cf) + b_trend * z(pop),
+    gave every catalogue item for this user when the example was made (float16), item
+    ``prior_items[j]`` getting ``prior[j]`` (one tuple shared by the examples of one catalogue):
+    the content term is trained on top of it (:func:`residual_loss`), to rank what CF and
+    trending miss.
+    """
 
     history: tuple[HistoryItem, ...]
     next_item: str
     ts: int
+    prior: np.ndarray | None = field(default=None, compare=False, repr=False)
+    prior_items: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
 
 def history_of(state) -> list[HistoryItem]:
@@ -91,17 +100,22 @@ class TrainingBuffer:
         self.recency_half_life = recency_half_life if recency_half_life is not None else max(1.0, max_examples / 4)
         self._examples: deque[TrainingExample] = deque(maxlen=max_examples)
 
-    def add(self, history: Iterable[HistoryItem], next_item: str, ts: int) -> bool:
+    def add(self, history: Iterable[HistoryItem], next_item: str, ts: int, prior: np.ndarray | None = None,
+            prior_items: tuple[str, ...] | None = None) -> bool:
         """Keep one example (dropping the oldest when full); False for an empty history."""
         entries = tuple((str(i), float(w), int(t)) for i, w, t in history)
         if not entries:
             return False
-        self._examples.append(TrainingExample(entries, str(next_item), int(ts)))
+        if prior is not None and (prior_items is None or len(prior_items) != len(prior)):
+            raise ValueError("a prior needs prior_items of the same length")
+        self._examples.append(TrainingExample(entries, str(next_item), int(ts),
+                                              None if prior is None else np.asarray(prior, dtype=np.float16),
+                                              prior_items))
         return True
 
     def extend(self, examples: Iterable[TrainingExample]) -> None:
         for ex in examples:
-            self.add(ex.history, ex.next_item, ex.ts)
+            self.add(ex.history, ex.next_item, ex.ts, ex.prior, ex.prior_items)
 
     def __len__(self) -> int:
         return len(self._examples)
@@ -188,43 +202,34 @@ def user_directions(histories: Sequence[Sequence[HistoryItem]], item_row: Mappin
     return directions, valid
 
 
-#: Names of the attention query / value projections, per architecture family.
-ATTENTION_TARGETS = (("query", "value"), ("q_proj", "v_proj"))  # BERT (MiniLM); Llama (SmolLM2), ...
-
-
-def attention_targets(model) -> tuple[str, ...]:
-    """The query / value projection names of ``model``, found among its module names.
-
-    >>> import torch
-    >>> attention = torch.nn.ModuleDict({"q_proj": torch.nn.Linear(4, 4), "k_proj": torch.nn.Linear(4, 4),
-    ...                                  "v_proj": torch.nn.Linear(4, 4)})
-    >>> attention_targets(attention)
-    ('q_proj', 'v_proj')
-    """
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    for targets in ATTENTION_TARGETS:
-        if set(targets) <= names:
-            return targets
-    raise ValueError(f"no attention projections named {' or '.join(map(str, ATTENTION_TARGETS))} in "
-                     f"{type(model).__name__}: pass LoraSettings(target_modules=...)")
+#: The module a default adapter bends: a d x d projection after the transformer (see
+#: :class:`EncoderWithProjection`).
+PROJECTION = "projection"
 
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA on the attention query / value projections of every layer:
-    W x + (alpha / r) * B A x, with A (r, d) random, B (d, r) zero at the start.
+    """A LoRA adapter on ``target_modules``: W x + (alpha / r) * B A x, with A (r, d_in) random
+    and B (d_out, r) zero at the start, so a fresh adapter changes nothing.
 
-    ``target_modules`` None picks them from the model (:func:`attention_targets`): "query" /
-    "value" in BERT (MiniLM), "q_proj" / "v_proj" in Llama (SmolLM2)."""
+    The default adapts the projection after the transformer (:class:`EncoderWithProjection`,
+    W = I): e_A(text) = normalise((I + (alpha / r) B A) e(text)), a rank-r bend of the item
+    space (24,576 trainable parameters for MiniLM at r = 32). Names of transformer modules
+    adapt those instead, e.g. ("query", "value") for every attention layer of MiniLM or
+    ("q_proj", "v_proj") of SmolLM2: more capacity, and a transformer pass per item per step.
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] | None = None
+    >>> LoraSettings().to_peft().target_modules
+    {'projection'}
+    """
 
-    def for_model(self, model) -> LoraSettings:
-        """These settings with ``target_modules`` filled in for ``model`` when left to None."""
-        return self if self.target_modules else replace(self, target_modules=attention_targets(model))
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = (PROJECTION,)
+
+    @property
+    def projection_only(self) -> bool:
+        return tuple(self.target_modules) == (PROJECTION,)
 
     def to_peft(self):
         from peft import LoraConfig
@@ -233,13 +238,40 @@ class LoraSettings:
                           target_modules=list(self.target_modules), bias="none")
 
 
+def _encoder_with_projection(transformer, dim: int):
+    import torch
+
+    class EncoderWithProjection(torch.nn.Module):
+        """The transformer, then a d x d projection of every token state, fixed to the identity:
+        the base embeds exactly like the transformer alone (mean pooling is linear), and a LoRA
+        adapter on ``projection`` bends the whole item space at the cost of one matrix product."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+            self.projection = torch.nn.Linear(dim, dim, bias=False)
+            with torch.no_grad():
+                self.projection.weight.copy_(torch.eye(dim))
+            self.projection.weight.requires_grad_(False)
+            self.config = transformer.config  # what peft reads
+
+        def forward(self, **tokens):
+            return self.projection(self.transformer(**tokens).last_hidden_state)
+
+    return EncoderWithProjection()
+
+
 class AdaptedEncoder:
-    """A :class:`TextEncoder`'s transformer behind a peft LoRA adapter; the base is frozen.
+    """A :class:`TextEncoder`'s transformer plus an identity projection, behind a peft LoRA
+    adapter; the base is frozen.
 
     ``AdaptedEncoder(encoder)`` copies the encoder's model (the live encoder is not touched)
     and adds a fresh adapter; ``AdaptedEncoder.load_adapter(dir, encoder)`` adds a saved one.
     :meth:`encode` is :meth:`TextEncoder.encode` through the adapter: mean pooling, L2 norm,
-    float32 numpy. ``device`` is the encoder's (cuda when present, else cpu).
+    float32 numpy. ``device`` is the encoder's (cuda when present, else cpu). With the adapter
+    on the projection only (the default), the frozen transformer runs once per distinct text:
+    its pooled output is cached (shared by clones), and a training step or a re-embedding is
+    one small matrix product per item.
     """
 
     def __init__(self, encoder: TextEncoder | None = None, lora: LoraSettings | None = None, *,
@@ -254,15 +286,16 @@ class AdaptedEncoder:
         self.batch_size = encoder.batch_size
         self.max_length = encoder.max_length
         self.base_name = encoder.name
-        base = copy.deepcopy(encoder.model)
+        base = _encoder_with_projection(copy.deepcopy(encoder.model), encoder.dim)
         if adapter_dir is not None:
             self.model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
             cfg = self.model.peft_config["default"]
             self.lora = LoraSettings(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(sorted(cfg.target_modules)))
         else:
-            self.lora = (lora or LoraSettings()).for_model(base)
+            self.lora = lora or LoraSettings()
             self.model = get_peft_model(base, self.lora.to_peft())
         self.model.to(self.device).eval()
+        self._pooled: dict[str, object] = {}  # text -> the frozen transformer's pooled output
 
     @classmethod
     def load_adapter(cls, adapter_dir: str | Path, encoder: TextEncoder | None = None,
@@ -299,12 +332,37 @@ class AdaptedEncoder:
         normalisation stay in float32."""
         import torch
 
+        if self.lora.projection_only:
+            pooled = self._base_pooled(texts)
+            return torch.nn.functional.normalize(self.model.get_base_model().projection(pooled), p=2, dim=1)
         tokens = self._tokens(texts)
         autocast = (torch.autocast(device_type="cuda", dtype=autocast_dtype)
                     if autocast_dtype is not None else contextlib.nullcontext())
         with autocast, _attention_without_cudnn(self.device):
-            hidden = self.model(**tokens).last_hidden_state
+            hidden = self.model(**tokens)
         return mean_pool(hidden.float(), tokens["attention_mask"])
+
+    def _base_pooled(self, texts: Sequence[str]):
+        """The frozen transformer's unit-norm pooled output of each text (computed once per text,
+        without gradients); the projection is linear, so projecting it equals projecting tokens."""
+        import torch
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self._pooled))
+        transformer = self.model.get_base_model().transformer
+        was_training = transformer.training
+        transformer.eval()  # no dropout: the cache is the frozen encoder's embedding
+        try:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors: training reuses them
+                for start in range(0, len(missing), self.batch_size):
+                    batch = missing[start : start + self.batch_size]
+                    tokens = self._tokens(batch)
+                    with _attention_without_cudnn(self.device):
+                        hidden = transformer(**tokens).last_hidden_state
+                    for text, vector in zip(batch, mean_pool(hidden.float(), tokens["attention_mask"])):
+                        self._pooled[text] = vector
+        finally:
+            transformer.train(was_training)
+        return torch.stack([self._pooled[t] for t in texts])
 
     def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Like :meth:`TextEncoder.encode`: float32 (len(texts), dim), rows of unit norm."""
@@ -365,6 +423,75 @@ def infonce_loss(adapted: AdaptedEncoder, examples: Sequence[TrainingExample], i
     return torch.nn.functional.cross_entropy(logits[valid], labels[valid])
 
 
+def priors_matrix(examples: Sequence[TrainingExample], catalogue: Sequence[str]) -> np.ndarray:
+    """The examples' priors over ``catalogue`` as one float32 (len(examples), len(catalogue))
+    matrix. A missing prior is 0 (the mean of a z-scored term); an item the example's catalogue
+    lacked (it came later) gets that example's lowest prior, like an item without events.
+
+    >>> ex = TrainingExample((("a", 1.0, 0),), "b", 1, np.array([2.0, -1.0], np.float16), ("b", "a"))
+    >>> priors_matrix([ex, TrainingExample((("a", 1.0, 0),), "b", 2)], ["a", "b", "new"]).tolist()
+    [[-1.0, 2.0, -1.0], [0.0, 0.0, 0.0]]
+    """
+    out = np.zeros((len(examples), len(catalogue)), dtype=np.float32)
+    columns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(prior_items) -> (positions, found)
+    for b, ex in enumerate(examples):
+        if ex.prior is None:
+            continue
+        key = id(ex.prior_items)
+        if key not in columns:
+            where = {item: j for j, item in enumerate(ex.prior_items)}
+            positions = np.array([where.get(item, -1) for item in catalogue], dtype=np.int64)
+            columns[key] = (positions, positions >= 0)
+        positions, found = columns[key]
+        out[b] = np.where(found, ex.prior[positions].astype(np.float32), float(ex.prior.min()))
+    return out
+
+
+def _zscore(x):
+    """(x - mean) / std of each row of a torch matrix (0 for a constant row), as the hybrid does."""
+    import torch
+
+    mean = x.mean(dim=1, keepdim=True)
+    std = x.std(dim=1, keepdim=True, unbiased=False)
+    return torch.where(std > 1e-9, (x - mean) / std.clamp(min=1e-9), torch.zeros_like(x))
+
+
+def residual_loss(adapted: AdaptedEncoder, examples: Sequence[TrainingExample], catalogue: Sequence[str],
+                  item_text: Callable[[str], str], content_weight: float = 0.3, temperature: float = 1.0,
+                  half_life_s: float = DEFAULT_HALF_LIFE_S, autocast_dtype=None):
+    """Cross-entropy of the hybrid's own ranking of the whole catalogue at the true next item:
+
+        s_b(i) = prior_b(i) + b_content * z_i(u_b . e(i)),   L = -1/B sum_b log softmax_i(s_b / T)[next_b],
+
+    where prior_b is the other terms' score when the example was made (``TrainingExample.prior``,
+    over ``catalogue`` by :func:`priors_matrix`) and z standardises over the catalogue as the
+    hybrid does. The prior is a constant: the gradient reaches the content term only where CF
+    and trending do not already rank the next item on top, so the adapter learns what they miss
+    instead of what they know. Items in a user's history are masked unless they are the answer;
+    examples whose next item is not in ``catalogue`` are left out. Every catalogue item is
+    embedded through the adapter, with gradients. Returns None when no example is usable.
+    """
+    import torch
+
+    row = {item: r for r, item in enumerate(catalogue)}
+    examples = [ex for ex in examples if ex.next_item in row]
+    if not examples:
+        return None
+    embeddings = adapted.embed([item_text(i) for i in catalogue], autocast_dtype=autocast_dtype)
+    users, valid = user_directions([ex.history for ex in examples], row, embeddings, half_life_s)
+    if not bool(valid.any()):
+        return None
+    prior = torch.from_numpy(priors_matrix(examples, catalogue)).to(embeddings.device)
+    logits = (prior + content_weight * _zscore(users @ embeddings.T)) / temperature
+    seen = torch.zeros(logits.shape, dtype=torch.bool)
+    for b, ex in enumerate(examples):
+        rows = [row[i] for i, _, _ in ex.history if i in row and i != ex.next_item]
+        seen[b, rows] = True
+    logits = logits.masked_fill(seen.to(logits.device), float("-inf"))
+    labels = torch.tensor([row[ex.next_item] for ex in examples], device=logits.device)
+    return torch.nn.functional.cross_entropy(logits[valid], labels[valid])
+
+
 @dataclass(frozen=True)
 class FinetuneReport:
     steps: int
@@ -386,8 +513,13 @@ def micro_finetune(adapted: AdaptedEncoder, buffer: TrainingBuffer, item_text: C
                    budget_s: float = 60.0, batch_size: int = 32, lr: float = 5e-4, max_steps: int | None = None,
                    rng: np.random.Generator | int | None = None, temperature: float = 0.05,
                    half_life_s: float = DEFAULT_HALF_LIFE_S, weight_decay: float = 0.01,
-                   max_grad_norm: float = 1.0) -> FinetuneReport:
+                   max_grad_norm: float = 1.0, catalogue: Sequence[str] | None = None,
+                   content_weight: float = 0.3) -> FinetuneReport:
     """Train ``adapted``'s LoRA weights in place on recency-weighted batches from ``buffer``.
+
+    The loss is :func:`infonce_loss` (in-batch negatives), or with ``catalogue`` (item ids, the
+    rows the examples' priors follow) :func:`residual_loss`: the hybrid's ranking of the whole
+    catalogue, content term weighted ``content_weight``, at ``temperature``.
 
     Stops after ``max_steps`` batches or when the next step would end past ``budget_s``
     (judged by the mean step time so far; the first step always runs). AdamW on the LoRA
@@ -417,7 +549,11 @@ def micro_finetune(adapted: AdaptedEncoder, buffer: TrainingBuffer, item_text: C
             batch = buffer.sample(batch_size, rng)
             steps += 1
             examples_seen += len(batch)
-            loss = infonce_loss(adapted, batch, item_text, temperature, half_life_s, autocast_dtype)
+            if catalogue is not None:
+                loss = residual_loss(adapted, batch, catalogue, item_text, content_weight, temperature, half_life_s,
+                                     autocast_dtype)
+            else:
+                loss = infonce_loss(adapted, batch, item_text, temperature, half_life_s, autocast_dtype)
             if loss is None:
                 continue
             optimizer.zero_grad(set_to_none=True)
@@ -445,15 +581,17 @@ def micro_finetune(adapted: AdaptedEncoder, buffer: TrainingBuffer, item_text: C
 
 def holdout_metrics(encode_items: Callable[[Sequence[str]], np.ndarray], holdout_examples: Sequence[TrainingExample],
                     catalogue_item_ids: Sequence[str], item_text: Callable[[str], str], k: int = 10,
-                    half_life_s: float = DEFAULT_HALF_LIFE_S) -> dict[str, float]:
+                    half_life_s: float = DEFAULT_HALF_LIFE_S, content_weight: float | None = None) -> dict[str, float]:
     """Mean HR@k / NDCG@k of the holdout's next items, served as the worker would serve them.
 
     The catalogue is embedded with ``encode_items`` (``TextEncoder.encode`` for the current
     model, ``AdaptedEncoder.encode`` for a candidate); each user vector is rebuilt from the
-    history (:func:`user_directions`), every catalogue item is ranked by u . e except the
-    history's items, and the top k is scored against the next item. Examples whose next item is
-    not in the catalogue are left out (``n`` counts the rest); a user with no usable vector is a
-    miss. Both encoders thus face the same examples: promote a candidate only if it does not lose.
+    history (:func:`user_directions`), every catalogue item except the history's is ranked, and
+    the top k is scored against the next item. The ranking is by u . e (content alone), or with
+    ``content_weight`` by the hybrid's score prior(i) + b_content * z(u . e(i)) (the examples'
+    priors, :func:`priors_matrix`; a user without a usable vector then keeps the prior). Examples whose next item is not in the catalogue are left out (``n`` counts the
+    rest); without a prior, a user with no usable vector is a miss. Both encoders thus face the
+    same examples: promote a candidate only if it does not lose.
     """
     import torch
 
@@ -465,10 +603,12 @@ def holdout_metrics(encode_items: Callable[[Sequence[str]], np.ndarray], holdout
     embeddings = np.asarray(encode_items([item_text(i) for i in item_ids]), dtype=np.float32)
     users, valid = user_directions([ex.history for ex in examples], row, torch.from_numpy(embeddings), half_life_s)
     scores = users.numpy() @ embeddings.T
+    if content_weight is not None:
+        scores = priors_matrix(examples, item_ids) + content_weight * _zscore(torch.from_numpy(scores)).numpy()
     k_eff = min(k, len(item_ids))
     hr = ndcg = 0.0
     for b, ex in enumerate(examples):
-        if not bool(valid[b]):
+        if not bool(valid[b]) and content_weight is None:
             continue
         user_scores = scores[b]
         for item, _, _ in ex.history:

@@ -32,17 +32,18 @@ class FinetuneSchedule:
     A cycle runs after every ``every_events`` events once ``min_examples`` examples are in the
     buffer (the newest ``buffer_size``); the newest ``holdout`` share is held out, the rest
     trains a clone of the adapter for at most ``max_steps`` batches of ``batch_size`` and at most
-    ``budget_s`` seconds (AdamW at ``lr``, InfoNCE at ``temperature``); HR@k / NDCG@k on the
-    holdout decide. A fixed ``max_steps`` inside the budget makes a cycle deterministic. The
-    defaults were chosen on the first 30,000 MovieLens-100K events on an H100 (~4 s a cycle).
+    ``budget_s`` seconds (AdamW at ``lr``, :func:`~model.finetune.residual_loss` at
+    ``temperature``); the hybrid's HR@k / NDCG@k on the holdout decide. A fixed ``max_steps``
+    inside the budget makes a cycle deterministic. The defaults were chosen on the first 30,000
+    MovieLens-100K events (docs/BENCHMARKS.md section 4).
     """
 
     every_events: int = 2_000
     budget_s: float = 60.0
     max_steps: int | None = 30
     batch_size: int = 128
-    lr: float = 5e-3
-    temperature: float = 0.05
+    lr: float = 1e-3
+    temperature: float = 1.0
     buffer_size: int = 10_000
     holdout: float = 0.1
     min_examples: int = 200
@@ -86,9 +87,12 @@ class FinetunedHybrid:
 
     where e_A is the encoder behind adapter A (at first a fresh adapter, which embeds like the
     base encoder) and u is the user's preference vector in that space. Events make (history ->
-    next item) examples exactly as the learner does (:class:`NextItemExamples`). After every
-    ``schedule.every_events`` events a cycle trains A' = clone(A) on the older examples
-    (:func:`micro_finetune`) and keeps it only if, on the newest ``holdout`` share,
+    next item) examples exactly as the learner does (:class:`NextItemExamples`), each with its
+    prior: the CF and trending terms the user got just before the event. After every
+    ``schedule.every_events`` events a cycle trains A' = clone(A) on the older examples to rank
+    the next item by the whole hybrid score, with the prior held fixed (:func:`micro_finetune`
+    with :func:`~model.finetune.residual_loss`): the content term learns what CF and trending
+    miss. A' is kept only if, ranking the newest ``holdout`` share by the hybrid score,
 
         HR@k(A') >= HR@k(A)  and  NDCG@k(A') >= NDCG@k(A)        (:func:`holdout_metrics`);
 
@@ -128,6 +132,7 @@ class FinetunedHybrid:
         own_index.upsert(list(index.infos), index.vectors.copy(), index.available.tolist())
         self.hybrid = OnlineHybrid(own_index, weights, name=name, half_life_s=half_life_s,
                                    history_size=history_size)
+        self.weights = weights
         self.examples = NextItemExamples(max_examples=schedule.buffer_size, history_size=history_size)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -135,6 +140,7 @@ class FinetunedHybrid:
         self.space = "base"
         self.cycles: list[Cycle] = []
         self._events = 0
+        self._prior_items: tuple[str, ...] = ()
 
     @property
     def index(self) -> ItemIndex:
@@ -148,7 +154,8 @@ class FinetunedHybrid:
     def learn_one(self, event: Interaction) -> None:
         self._events += 1
         if event.item_id in self.index:  # as the worker: an unknown item never joins a history
-            self.examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts)
+            self.examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts,
+                                  prior=lambda: self._prior(event.user_id))
             self.hybrid.learn_one(event)
         if self._events % self.schedule.every_events == 0:
             self.run_cycle()
@@ -158,6 +165,12 @@ class FinetunedHybrid:
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
         return self.hybrid.score(user_id, item_ids)
+
+    def _prior(self, user_id: str) -> tuple[np.ndarray, tuple[str, ...]]:
+        """CF + trending of the user's next list, before the event is learned (the example's prior)."""
+        if len(self._prior_items) != len(self.index):
+            self._prior_items = tuple(info.item_id for info in self.index.infos)
+        return self.hybrid.scorer.other_terms([self.hybrid._state(user_id)])[0], self._prior_items
 
     def run_cycle(self) -> Cycle:
         """One guarded cycle on the examples so far (see the class docstring), logged in ``cycles``."""
@@ -175,6 +188,7 @@ class FinetunedHybrid:
             return Cycle(number, self._events, "skipped", 0, 0, 0, math.nan, math.nan, {}, {}, 0.0,
                          time.perf_counter() - started, str(self.adapter.device), self.space)
         split = buffer.holdout(schedule.holdout)
+        catalogue = [info.item_id for info in self.index.infos]  # the rows the priors follow
         candidate = self.adapter.clone()
         on_cuda = str(candidate.device).startswith("cuda")
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if on_cuda else []):
@@ -182,13 +196,11 @@ class FinetunedHybrid:
             report = micro_finetune(candidate, split.train, self.item_texts.__getitem__, budget_s=schedule.budget_s,
                                     batch_size=schedule.batch_size, lr=schedule.lr, max_steps=schedule.max_steps,
                                     rng=np.random.default_rng([self.seed, number]),
-                                    temperature=schedule.temperature, half_life_s=self.hybrid.half_life_s)
-        rows = np.flatnonzero(self.index.available)
-        served = [self.index.infos[r].item_id for r in rows]
-        current_vectors = self.index.vectors[rows]
-        candidate_vectors = candidate.encode([self.item_texts[info.item_id] for info in self.index.infos])
-        now = self._judge(current_vectors, split.holdout, served)
-        new = self._judge(candidate_vectors[rows], split.holdout, served)
+                                    temperature=schedule.temperature, half_life_s=self.hybrid.half_life_s,
+                                    catalogue=catalogue, content_weight=self.weights.content)
+        candidate_vectors = candidate.encode([self.item_texts[i] for i in catalogue])
+        now = self._judge(self.index.vectors, split.holdout, catalogue)
+        new = self._judge(candidate_vectors, split.holdout, catalogue)
         promoted = report.steps > 0 and new["n"] > 0 and new["hr"] >= now["hr"] and new["ndcg"] >= now["ndcg"]
         if promoted:
             self._promote(candidate, candidate_vectors, f"adapter-{number}")
@@ -198,7 +210,7 @@ class FinetunedHybrid:
 
     def _judge(self, vectors: np.ndarray, holdout, item_ids: list[str]) -> dict:
         figures = holdout_metrics(lambda _texts: vectors, holdout, item_ids, self.item_texts.__getitem__,
-                                  self.schedule.k, self.hybrid.half_life_s)
+                                  self.schedule.k, self.hybrid.half_life_s, content_weight=self.weights.content)
         return {"hr": float(figures["hr"]), "ndcg": float(figures["ndcg"]), "n": int(figures["n"])}
 
     def _promote(self, adapter: AdaptedEncoder, vectors: np.ndarray, space: str) -> None:

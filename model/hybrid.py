@@ -120,6 +120,13 @@ class HybridRecommender:
             total += part
         return total, parts, cf_history
 
+    def other_terms(self, states: list[UserState]) -> np.ndarray:
+        """The hybrid without its content term, b_cf * z(cf) + b_trend * z(pop), for each state
+        over every item (n_states, n_items): the prior a fine-tune trains the content term on top
+        of (:attr:`model.finetune.TrainingExample.prior`)."""
+        total, parts, _ = self.score_all(states)
+        return total - parts["content"] if "content" in parts else total
+
     # -- helpers -----------------------------------------------------------------------------
     def _cf_history(self, state: UserState) -> list[int]:
         rows = [self.index.row_of(h.item_id) for h in state.history if not h.is_rejection]

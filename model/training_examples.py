@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
+
+import numpy as np
 
 from model.finetune import TrainingBuffer
 from model.preference import event_weight
@@ -37,8 +40,10 @@ class NextItemExamples:
     def users(self) -> int:
         return len(self._histories)
 
-    def observe(self, user_id: str, item_id: str, event_type: str, value: float | None, ts: int) -> bool:
-        """Fold one event in; True when it made a training example."""
+    def observe(self, user_id: str, item_id: str, event_type: str, value: float | None, ts: int,
+                prior: Callable[[], tuple[np.ndarray, tuple[str, ...]]] | None = None) -> bool:
+        """Fold one event in; True when it made a training example. ``prior`` is called only
+        then: (prior, prior_items) of the example (:class:`~model.finetune.TrainingExample`)."""
         weight = event_weight(event_type, value)
         history = self._histories.get(user_id)
         if history is None:
@@ -47,7 +52,8 @@ class NextItemExamples:
                 self._histories.popitem(last=False)
         else:
             self._histories.move_to_end(user_id)
-        made = weight > 0 and self.buffer.add(history, item_id, ts)
+        made = weight > 0 and len(history) > 0 and self.buffer.add(history, item_id, ts,
+                                                                    *(prior() if prior is not None else ()))
         history.append((item_id, weight, ts))
         self.added += made
         return made

@@ -4,10 +4,11 @@ promote it only if it does not lose on a recent holdout, then store and announce
 One cycle (:meth:`AdapterTrainer.run_cycle`):
 
 1. keep the examples whose items are in the catalogue; the newest ``holdout`` share is held out;
-2. clone the adapter in service and train the clone, time-boxed (:func:`model.finetune.micro_finetune`;
-   cuda with mixed precision when present);
-3. HR@10 / NDCG@10 of the current and the candidate adapter on the holdout, served as the
-   worker serves (:func:`model.finetune.holdout_metrics`);
+2. clone the adapter in service and train the clone, time-boxed (:func:`model.finetune.micro_finetune`
+   with :func:`model.finetune.residual_loss`: the hybrid's ranking of the catalogue, the CF +
+   trending prior of each example held fixed; cuda with mixed precision when present);
+3. HR@10 / NDCG@10 of the current and the candidate adapter on the holdout, ranked by the
+   hybrid score as the worker serves (:func:`model.finetune.holdout_metrics`);
 4. promote only if the candidate does not lose on either: the catalogue embedded by the
    candidate, the adapter and the figures go into the store as a new version
    (kind ``adapter``), which is announced on ``model-updates``.
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ def usable_examples(examples: Sequence[TrainingExample], catalogue: dict[str, st
     for ex in examples:
         history = tuple(h for h in ex.history if h[0] in catalogue)
         if history and ex.next_item in catalogue:
-            out.append(TrainingExample(history, ex.next_item, ex.ts))
+            out.append(replace(ex, history=history))
     return out
 
 
@@ -111,7 +112,8 @@ class AdapterTrainer:
 
     def __init__(self, store: ModelStore, announce: Callable[[str], object], base_encoder, *,
                  budget_s: float = 60.0, batch_size: int = 32, holdout: float = 0.1, half_life_s: float,
-                 min_examples: int = 200, threads: int = 1, k: int = 10, lr: float = 5e-4, seed: int = 0) -> None:
+                 min_examples: int = 200, threads: int = 1, k: int = 10, lr: float = 1e-3, seed: int = 0,
+                 content_weight: float = 0.3, temperature: float = 1.0) -> None:
         self.store = store
         self.announce = announce
         self._base_encoder = base_encoder if hasattr(base_encoder, "encode") else None
@@ -124,6 +126,8 @@ class AdapterTrainer:
         self.threads = threads
         self.k = k
         self.lr = lr
+        self.content_weight = content_weight
+        self.temperature = temperature
         self.rng = np.random.default_rng(seed)
         self._current: AdaptedEncoder | None = None
         self.current_version: str | None = None
@@ -203,8 +207,10 @@ class AdapterTrainer:
         with self._lock:
             current, parent = self._current, self.current_version
         candidate = current.clone()
+        item_ids = sorted(catalogue)
         report = micro_finetune(candidate, split.train, catalogue.__getitem__, budget_s=self.budget_s,
-                                batch_size=self.batch_size, lr=self.lr, rng=self.rng, half_life_s=self.half_life_s)
+                                batch_size=self.batch_size, lr=self.lr, rng=self.rng, half_life_s=self.half_life_s,
+                                temperature=self.temperature, catalogue=item_ids, content_weight=self.content_weight)
         metrics.FINETUNE_EXAMPLES.inc(report.examples_seen)
         if not math.isnan(report.loss_last):
             metrics.FINETUNE_LOSS.set(report.loss_last)
@@ -213,16 +219,16 @@ class AdapterTrainer:
                     "device": report.device, "precision": report.precision,
                     "trainable_params": report.trainable_params, "train_examples": len(split.train),
                     "holdout_examples": len(split.holdout)}
-        item_ids = sorted(catalogue)
         embedded: dict[str, np.ndarray] = {}
 
         def encode_with_candidate(texts: Sequence[str]) -> np.ndarray:
             embedded["vectors"] = candidate.encode(texts)
             return embedded["vectors"]
 
-        now = holdout_metrics(current.encode, split.holdout, item_ids, catalogue.__getitem__, self.k, self.half_life_s)
+        now = holdout_metrics(current.encode, split.holdout, item_ids, catalogue.__getitem__, self.k, self.half_life_s,
+                              self.content_weight)
         new = holdout_metrics(encode_with_candidate, split.holdout, item_ids, catalogue.__getitem__, self.k,
-                              self.half_life_s)
+                              self.half_life_s, self.content_weight)
         figures = {"current": _rounded(now), "candidate": _rounded(new)}
         if report.steps == 0 or new["n"] == 0 or new["hr"] < now["hr"] or new["ndcg"] < now["ndcg"]:
             return CycleOutcome("rejected", reason, None, figures["current"], figures["candidate"], finetune,

@@ -18,10 +18,13 @@ import os
 import time
 from collections import OrderedDict
 
+import numpy as np
+
 from model.cooccurrence import ItemCooccurrence
 from model.drift import DETECTORS
 from model.encoder import TextEncoder
 from model.global_snapshot import GlobalSnapshot
+from model.hybrid import HybridWeights, zscore_rows
 from model.preference import REJECTING_TYPES
 from model.training_examples import NextItemExamples
 from model.trending import TrendingPopularity
@@ -58,6 +61,30 @@ class GlobalLearner:
         self.dedupe_window = dedupe_window
         self.cf_min_item_count = cf_min_item_count
         self.events = 0
+        self._positions: tuple[tuple[int, int], np.ndarray] | None = None  # catalogue -> learner rows
+
+    def has_seen(self, event_id: str) -> bool:
+        return event_id in self._seen
+
+    def prior(self, user_id: str, catalogue: tuple[str, ...], weights: HybridWeights) -> np.ndarray:
+        """b_cf * z(cf(u, i)) + b_trend * z(pop(i)) for each item i of ``catalogue``, from what was
+        learned so far: the hybrid's other terms in ``user_id``'s next list, as a worker on the
+        newest snapshot scores them (the prior of a training example, before its event is learned).
+        """
+        key = (id(catalogue), len(self.item_ids))
+        if self._positions is None or self._positions[0] != key:
+            self._positions = (key, np.array([self._rows.get(i, -1) for i in catalogue], dtype=np.int64))
+        positions = self._positions[1]
+        found = positions >= 0
+        every_item = np.ones(len(catalogue), dtype=bool)
+        out = np.zeros(len(catalogue), dtype=np.float32)
+        n = len(self.item_ids)
+        for beta, raw in ((weights.cf, lambda: self.cf.scores(list(self.cf.recent.get(user_id, ())), n)),
+                          (weights.trending, lambda: self.trending.scores(n))):
+            if beta and n:
+                on_catalogue = np.where(found, raw()[positions], 0.0)
+                out += beta * zscore_rows(on_catalogue[None, :], every_item)[0]
+        return out
 
     def learn(self, event_id: str, user_id: str, item_id: str | None, event_type: str, ts: int) -> bool:
         if event_id in self._seen:
@@ -156,6 +183,8 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     learner = GlobalLearner(settings.trending_half_life_s, cf_min_item_count=settings.cf_min_item_count)
     examples = NextItemExamples(settings.finetune_buffer_size, settings.history_size)
     catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
+    catalogue_order: tuple[str, ...] = ()  # what examples' priors are over (rebuilt when it changes)
+    weights = HybridWeights(settings.weight_content, settings.weight_cf, settings.weight_trending)
     store = ModelStore(settings.model_store)
     topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None,
@@ -177,6 +206,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             store, lambda version: announce(store, version, producer, topics["model-updates"]),
             lambda: TextEncoder(settings.encoder_dir), budget_s=settings.finetune_budget_s,
             batch_size=settings.finetune_batch_size, holdout=settings.finetune_holdout,
+            content_weight=settings.weight_content,
             half_life_s=settings.half_life_s, min_examples=settings.finetune_min_examples,
             threads=settings.finetune_threads, k=settings.k, lr=settings.finetune_lr)
     started = last_snapshot = time.monotonic()
@@ -192,7 +222,9 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             by_topic: dict[str, list] = {}
             for tp, records in batch.items():
                 by_topic.setdefault(tp.topic, []).extend(records)
-            follow_catalogue(catalogue, by_topic.get(topics["items"], []))
+            if by_topic.get(topics["items"]):
+                follow_catalogue(catalogue, by_topic[topics["items"]])
+                catalogue_order = tuple(sorted(catalogue))
             if trainer is not None:
                 follow_adapters(trainer, by_topic.get(topics["model-updates"], []))
             for signal in (_json(r.value) for r in by_topic.get(topics["drift-signals"], [])):
@@ -204,14 +236,17 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                     event = parse_event(record.value, settings.max_event_bytes)
                 except InvalidEvent:
                     continue  # the workers send it to the DLQ
-                if not learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts):
+                if learner.has_seen(event.event_id):
                     continue
-                since_snapshot += 1
-                metrics.LEARNER_EVENTS.inc()
                 if event.type == "forget_user":
                     examples.forget(event.user_id)
-                elif event.item_id is not None:
-                    examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts)
+                elif event.item_id is not None:  # its prior: CF + trending before the event is learned
+                    examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts,
+                                     prior=lambda: (learner.prior(event.user_id, catalogue_order, weights),
+                                                    catalogue_order))
+                learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts)
+                since_snapshot += 1
+                metrics.LEARNER_EVENTS.inc()
             due = (since_snapshot >= settings.snapshot_every_events
                    or (since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s))
             if due:

@@ -69,7 +69,7 @@ FINETUNE_SECONDS = Histogram(
     "streamrec_finetune_seconds", "Wall time of one micro-fine-tune cycle (training + holdout + re-embedding)",
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200),
 )
-FINETUNE_LOSS = Gauge("streamrec_finetune_loss", "InfoNCE loss of the last training step of the last cycle")
+FINETUNE_LOSS = Gauge("streamrec_finetune_loss", "training loss (hybrid cross-entropy) of the last step of the last cycle")
 FINETUNE_EXAMPLES = Counter("streamrec_finetune_examples", "Training examples fed to fine-tune steps")
 FINETUNE_CYCLES = Counter("streamrec_finetune_cycles", "Fine-tune cycles, by outcome (promoted, rejected, failed)",
                           ["outcome"])

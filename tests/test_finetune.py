@@ -9,10 +9,12 @@ import torch
 from model.encoder import TextEncoder
 from model.finetune import (
     AdaptedEncoder,
+    LoraSettings,
     TrainingBuffer,
     holdout_metrics,
     infonce_loss,
     micro_finetune,
+    residual_loss,
     user_directions,
 )
 from model.preference import PreferenceVector
@@ -64,8 +66,12 @@ def test_lora_steps_lower_the_loss_on_the_batch(encoder, buffer):
     assert after < before, (before, after)
 
 
-def test_only_lora_parameters_change(encoder, buffer):
-    adapted = AdaptedEncoder(encoder)
+@pytest.mark.parametrize("lora, trainable", [
+    (LoraSettings(), 2 * 32 * 384),  # the default: rank 32 on the 384 x 384 projection
+    (LoraSettings(r=8, alpha=16, target_modules=("query", "value")), 6 * 2 * (8 * 384 + 384 * 8)),  # 6 layers
+])
+def test_only_lora_parameters_change(encoder, buffer, lora, trainable):
+    adapted = AdaptedEncoder(encoder, lora)
     before = {n: p.detach().clone() for n, p in adapted.model.named_parameters()}
     micro_finetune(adapted, buffer, TEXTS.get, batch_size=4, lr=2e-3, max_steps=2, rng=0)
     after = dict(adapted.model.named_parameters())
@@ -77,7 +83,7 @@ def test_only_lora_parameters_change(encoder, buffer):
     assert not any("lora_" in n for n, _ in encoder.model.named_parameters())
     share = adapted.trainable_parameters() / adapted.total_parameters()
     print(f"trainable {adapted.trainable_parameters():,} of {adapted.total_parameters():,} ({share:.2%})")
-    assert adapted.trainable_parameters() == 6 * 2 * (8 * 384 + 384 * 8)  # 6 layers x {query, value}
+    assert adapted.trainable_parameters() == trainable
     assert share < 0.005
 
 
@@ -130,3 +136,51 @@ def test_buffer_is_bounded_recency_weighted_and_holds_out_the_newest():
     split = buf.holdout(0.2)
     assert [ex.next_item for ex in split.holdout] == [str(t) for t in range(230, 250)]
     assert len(split.train) == 80 and max(int(ex.next_item) for ex in split.train) == 229
+
+
+def _with_prior(target_boost: float) -> tuple[TrainingBuffer, list[str]]:
+    """The examples with a prior (CF + trending as the hybrid scored them) over the catalogue:
+    flat, except ``target_boost`` on each example's next item."""
+    catalogue = tuple(TEXTS)
+    buf = TrainingBuffer(max_examples=16)
+    for history, next_item in EXAMPLES:
+        prior = np.zeros(len(catalogue), dtype=np.float32)
+        prior[catalogue.index(next_item)] = target_boost
+        buf.add(history, next_item, ts=2 * HOUR_MS, prior=prior, prior_items=catalogue)
+    return buf, list(catalogue)
+
+
+def test_residual_steps_lower_the_hybrid_loss(encoder):
+    buf, catalogue = _with_prior(0.0)
+    adapted = AdaptedEncoder(encoder)
+    batch = list(buf)
+    with torch.no_grad():
+        before = float(residual_loss(adapted, batch, catalogue, TEXTS.get))
+    report = micro_finetune(adapted, buf, TEXTS.get, batch_size=len(batch), lr=1e-2, max_steps=4, rng=0,
+                            temperature=1.0, catalogue=catalogue)
+    with torch.no_grad():
+        after = float(residual_loss(adapted, batch, catalogue, TEXTS.get))
+    assert report.steps == 4 and after < before, (before, after)
+
+
+def test_residual_loss_learns_only_what_the_prior_misses(encoder):
+    """Where CF + trending already put the next item far on top, the content term gets no
+    gradient; where they do not, it does."""
+    norms = {}
+    for boost in (0.0, 30.0):
+        buf, catalogue = _with_prior(boost)
+        adapted = AdaptedEncoder(encoder)
+        adapted.model.train()
+        # move B off zero, so that A gets a gradient too
+        torch.nn.init.normal_(adapted.model.get_base_model().projection.lora_B["default"].weight, std=0.01)
+        residual_loss(adapted, list(buf), catalogue, TEXTS.get).backward()
+        norms[boost] = sum(float(p.grad.norm()) for p in adapted.model.parameters() if p.grad is not None)
+    assert norms[0.0] > 1e-3 and norms[30.0] < 1e-6 * norms[0.0], norms
+
+
+def test_holdout_ranks_by_the_hybrid_score_when_asked(encoder):
+    buf, catalogue = _with_prior(30.0)  # the prior alone ranks every next item first
+    figures = holdout_metrics(encoder.encode, list(buf), catalogue, TEXTS.get, k=1, content_weight=0.3)
+    assert figures == {"hr": 1.0, "ndcg": 1.0, "n": 4}
+    content_only = holdout_metrics(encoder.encode, list(buf), catalogue, TEXTS.get, k=1)
+    assert content_only["hr"] < 1.0

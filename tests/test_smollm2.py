@@ -9,7 +9,7 @@ import torch
 
 from model.datasets import cache_dir
 from model.encoder import SMOLLM2_WHEEL, TextEncoder, smollm2_model_dir
-from model.finetune import AdaptedEncoder, TrainingBuffer, infonce_loss, micro_finetune
+from model.finetune import AdaptedEncoder, LoraSettings, TrainingBuffer, infonce_loss, micro_finetune
 from tests.test_finetune import TEXTS as MOVIES
 
 if not (cache_dir() / SMOLLM2_WHEEL).is_file():
@@ -46,8 +46,7 @@ def test_item_texts_become_unit_vectors_where_similar_titles_are_closer(encoder)
 
 def test_one_lora_step_on_the_llama_attention_lowers_the_loss(encoder):
     torch.manual_seed(0)
-    adapted = AdaptedEncoder(encoder)
-    assert adapted.lora.target_modules == ("q_proj", "v_proj")
+    adapted = AdaptedEncoder(encoder, LoraSettings(r=8, alpha=16, target_modules=("q_proj", "v_proj")))
     np.testing.assert_allclose(adapted.encode(list(TEXTS.values())), encoder.encode(list(TEXTS.values())),
                                atol=1e-5)  # an untrained adapter changes nothing
     buffer = TrainingBuffer(max_examples=8)
