@@ -40,9 +40,9 @@ class FinetuneSchedule:
 
     every_events: int = 2_000
     budget_s: float = 60.0
-    max_steps: int | None = 30
+    max_steps: int | None = 100
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 3e-3
     temperature: float = 1.0
     buffer_size: int = 10_000
     holdout: float = 0.1

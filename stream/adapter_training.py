@@ -112,7 +112,7 @@ class AdapterTrainer:
 
     def __init__(self, store: ModelStore, announce: Callable[[str], object], base_encoder, *,
                  budget_s: float = 60.0, batch_size: int = 32, holdout: float = 0.1, half_life_s: float,
-                 min_examples: int = 200, threads: int = 1, k: int = 10, lr: float = 1e-3, seed: int = 0,
+                 min_examples: int = 200, threads: int = 1, k: int = 10, lr: float = 3e-3, seed: int = 0,
                  content_weight: float = 0.3, temperature: float = 1.0) -> None:
         self.store = store
         self.announce = announce
