@@ -101,6 +101,35 @@ class ColdStart:
 
 
 @dataclass(frozen=True)
+class PairedDifference:
+    """A model's mean per-event difference from the reference model (the first one), on the same
+    scored events, with its standard error: sd(d) / sqrt(n), d = metric(model) - metric(reference)."""
+
+    reference: str
+    metric: str
+    mean: float
+    standard_error: float
+    n: int
+
+    @property
+    def z(self) -> float:
+        return self.mean / self.standard_error if self.standard_error > 0 else 0.0
+
+
+def paired_differences(reference: Sequence[float], other: Sequence[float], reference_name: str,
+                       metric: str) -> PairedDifference:
+    """How ``other`` differs from ``reference``, event by event (both in the same event order).
+
+    >>> d = paired_differences([0, 1, 0, 1], [1, 1, 0, 1], "popularity", "hr")
+    >>> d.mean, round(d.standard_error, 3), d.n
+    (0.25, 0.25, 4)
+    """
+    d = np.asarray(other, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return PairedDifference(reference_name, metric, float(d.mean()) if len(d) else 0.0, se, len(d))
+
+
+@dataclass(frozen=True)
 class PrequentialResult:
     """What a prequential replay measured, per model."""
 
@@ -116,6 +145,8 @@ class PrequentialResult:
     cold_start: ColdStart
     timings: dict[str, ModelTiming]
     model_names: list[str] = field(default_factory=list)
+    #: model name -> metric ("hr", "ndcg") -> difference from the first model, for the others
+    paired: dict[str, dict[str, PairedDifference]] = field(default_factory=dict)
 
     def as_markdown(self) -> str:
         """A markdown table: one row per model, every metric, cold-start HR and throughput."""
@@ -127,6 +158,22 @@ class PrequentialResult:
             m, t = self.metrics[name], self.timings[name]
             cells = [_fmt(m[key]) for key in METRICS] + [_fmt(self.cold_start.hr[name])]
             cells += [f"{t.learn_s:.1f}", f"{t.recommend_s:.1f}", f"{t.score_s:.1f}", f"{t.events_per_s:,.0f}"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def paired_markdown(self) -> str:
+        """A markdown table of each model's paired HR@K / NDCG@K difference from the first model."""
+        if not self.paired:
+            return ""
+        reference = self.model_names[0]
+        lines = [f"| model | HR@{self.k} - {reference} (SE, z) | relative | NDCG@{self.k} - {reference} (SE, z) "
+                 f"| relative |", "|---|---|---|---|---|"]
+        for name, diffs in self.paired.items():
+            cells = []
+            for metric in ("hr", "ndcg"):
+                d, base = diffs[metric], self.metrics[reference][metric]
+                cells += [f"{d.mean:+.5f} ({d.standard_error:.5f}, z {d.z:+.1f})",
+                          f"{100 * d.mean / base:+.2f}%" if base else "-"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -266,10 +313,14 @@ def prequential(
         ndcg={t.model.name: _mean([t.rows[r][1] for r in cold_rows]) for t in tracks})
     timings = {t.model.name: ModelTiming(t.learn_s, t.recommend_s, t.score_s, t.n_learned, len(t.rows))
                for t in tracks}
+    paired = {t.model.name: {metric: paired_differences([row[c] for row in tracks[0].rows], [row[c] for row in t.rows],
+                                                        tracks[0].model.name, metric)
+                             for c, metric in enumerate(_PER_EVENT[:2])}
+              for t in tracks[1:]} if n_scored > 1 else {}
     return PrequentialResult(
         k=k, eval_every=eval_every, n_events=n_events, n_scored=n_scored, n_skipped_repeats=n_skipped,
         catalogue_size=len(catalogue), wall_s=time.perf_counter() - started, metrics=metrics, windows=window_list,
-        cold_start=cold, timings=timings, model_names=names)
+        cold_start=cold, timings=timings, model_names=names, paired=paired)
 
 
 def _auc_negatives(catalogue: tuple[str, ...], row_of: dict[str, int], seen_rows: list[int], positive: str,

@@ -183,8 +183,12 @@ def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path 
             f"), K={result.k}, {result.wall_s:.0f} s. Cold start: {result.cold_start.n_scored:,} scored events on items "
             f"first seen after event {result.cold_start.new_item_after:,} with < {result.cold_start.max_prior} prior "
             f"interactions.")
-    markdown = f"# Prequential evaluation\n\n{note}\n\n{result.as_markdown()}\n\n## HR@{result.k} per time window\n\n" \
-               f"{result.windows_markdown('hr')}\n"
+    markdown = f"# Prequential evaluation\n\n{note}\n\n{result.as_markdown()}\n"
+    if result.paired:
+        markdown += (f"\n## Paired differences from {result.model_names[0]}\n\nMean per-event difference on the "
+                     f"same {result.n_scored:,} scored events, its standard error and z.\n\n"
+                     f"{result.paired_markdown()}\n")
+    markdown += f"\n## HR@{result.k} per time window\n\n{result.windows_markdown('hr')}\n"
     for name, log in cycles.items():
         markdown += f"\n## Fine-tune cycles of {name}\n\n{_cycles_summary(log)}\n\n{cycles_markdown(log, result.k)}\n"
     (reports_dir / "evaluation.md").write_text(markdown)
@@ -194,6 +198,8 @@ def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path 
                "events_per_s": {n: round(t.events_per_s, 1) for n, t in result.timings.items()},
                "k": result.k, "eval_every": result.eval_every, "n_events": result.n_events,
                "n_scored": result.n_scored, "windows": [asdict(w) for w in result.windows],
+               "paired": {name: {metric: asdict(d) for metric, d in diffs.items()}
+                          for name, diffs in result.paired.items()},
                "finetune_cycles": {name: [{key: _clean(v) for key, v in asdict(c).items()} for c in log]
                                    for name, log in cycles.items()}}
     if json_path:
@@ -201,6 +207,9 @@ def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path 
         json_path.write_text(json.dumps(payload, indent=2, default=_clean) + "\n")
     console.print(note)
     console.print(result.as_markdown())
+    if result.paired:
+        console.print(f"paired differences from {result.model_names[0]}:")
+        console.print(result.paired_markdown())
     for name, log in cycles.items():
         console.print(f"{name}: {_cycles_summary(log)}")
     console.print(f"reports: {reports_dir / 'evaluation.md'}, {reports_dir / 'hr_over_time.png'}"

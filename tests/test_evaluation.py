@@ -195,6 +195,15 @@ def test_sampled_auc_and_diversity_and_names():
     assert result.metrics["item-knn"]["auc"] > result.metrics["popularity"]["auc"]
     assert result.metrics["item-knn"]["diversity"] < result.metrics["popularity"]["diversity"]
     assert "| item-knn |" in result.as_markdown() and "| 1 |" in result.windows_markdown()
+    # every model but the first is compared with it on the same events
+    assert list(result.paired) == ["popularity"]
+    for metric in ("hr", "ndcg"):
+        diff = result.paired["popularity"][metric]
+        m = result.metrics
+        assert diff.reference == "item-knn" and diff.n == result.n_scored
+        assert diff.mean == pytest.approx(m["popularity"][metric] - m["item-knn"][metric])
+        assert diff.standard_error > 0
+    assert "| popularity |" in result.paired_markdown()
     with pytest.raises(ValueError):
         prequential(log, [Popularity(), Popularity()])
 
