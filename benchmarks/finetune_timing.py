@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1000, help="training examples in the cycle")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--targets", default="projection",
                         help="LoRA target modules, comma-separated (e.g. query,value for every attention layer)")
     parser.add_argument("--budget-s", type=float, default=600.0, help="time box of the cycle")

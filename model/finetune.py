@@ -1,21 +1,26 @@
 """Micro-fine-tuning: a LoRA adapter on the item encoder, trained so a user's history points at
-the item the user picked next.
+the item the user picked next, where the rest of the hybrid does not already.
 
-One training example is (history, next item) as the worker saw it. The user side is exactly the
-worker's preference direction, rebuilt from the history in the adapted embedding space,
+One training example is (history, next item) as the worker saw it, with its prior: the CF and
+trending terms of the hybrid score the user got then. The user side is exactly the worker's
+preference direction, rebuilt from the history in the adapted embedding space,
 
     u = sum_j c_j * w_j * e(item_j),    c_j = product of the decays applied after event j
     (c_j = 0.5 ** ((t_last - t_j) / half_life) when the history is in time order),
 
-scored as u / ||u||; the item side is e(next item). Both go through the same adapter, and the
-loss is InfoNCE with in-batch negatives at temperature tau,
+scored as u / ||u||; the item side is the adapted embedding of every catalogue item. The loss
+(:func:`residual_loss`) is the cross-entropy of the whole hybrid score at the next item,
 
-    L = - 1/B sum_b log( exp(u_b . e_b / tau) / sum_b' exp(u_b . e_b' / tau) ).
+    L = - 1/B sum_b log softmax_i( (prior_b(i) + b_content * z_i(u_b . e(i))) / T )[next_b],
 
-Only the LoRA matrices (attention query / value of every layer) train; the base stays frozen,
-so an untrained adapter (B = 0) embeds exactly like :class:`model.encoder.TextEncoder`.
-:func:`micro_finetune` is time-boxed; :func:`holdout_metrics` compares two encoders on the
-most recent examples, so a candidate adapter is promoted only if it does not lose.
+with the prior held fixed: the content term learns what CF and trending miss. Without priors
+and a catalogue, :func:`infonce_loss` is plain InfoNCE with in-batch negatives.
+
+Only the LoRA matrices train (by default on an identity projection after the transformer); the
+base stays frozen, so an untrained adapter (B = 0) embeds exactly like
+:class:`model.encoder.TextEncoder`. :func:`micro_finetune` is time-boxed; :func:`holdout_metrics`
+compares two encoders on the most recent examples, ranked by the hybrid score, so a candidate
+adapter is promoted only if it does not lose.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,7 +294,13 @@ class AdaptedEncoder:
         self.base_name = encoder.name
         base = _encoder_with_projection(copy.deepcopy(encoder.model), encoder.dim)
         if adapter_dir is not None:
-            self.model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
+            missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+            if missing:  # else the adapter would silently embed like the base encoder
+                raise ValueError(f"the adapter in {adapter_dir} does not fit {encoder.name} as wrapped here "
+                                 f"(written for another base or layout): {missing[0][:300]}")
             cfg = self.model.peft_config["default"]
             self.lora = LoraSettings(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(sorted(cfg.target_modules)))
         else:

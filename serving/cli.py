@@ -211,7 +211,7 @@ def evaluate(
     items_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with item_id, title [, description, category]")] = None,
     models: Annotated[Optional[str], typer.Option(help="comma-separated subset (default: all baselines and hybrids "
                                                   "but hybrid-finetuned, which runs only when named: its LoRA "
-                                                  "fine-tune cycles want a GPU)")] = None,
+                                                  "fine-tune cycles make it ~10x slower than the others)")] = None,
     k: Annotated[int, typer.Option(help="list length K of the metrics")] = 10,
     eval_every: Annotated[int, typer.Option(help="score every Nth event (every event is still learned)")] = 1,
     windows: Annotated[int, typer.Option(help="time windows of the per-window metrics")] = 10,

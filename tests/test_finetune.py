@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,15 @@ def test_holdout_ranks_by_the_hybrid_score_when_asked(encoder):
     assert figures == {"hr": 1.0, "ndcg": 1.0, "n": 4}
     content_only = holdout_metrics(encoder.encode, list(buf), catalogue, TEXTS.get, k=1)
     assert content_only["hr"] < 1.0
+
+
+def test_an_adapter_for_another_layout_is_refused(encoder, tmp_path):
+    """Weights whose names do not fit the wrapped encoder (an adapter of an older layout) would
+    load as a fresh adapter and silently embed like the base: refused instead."""
+    from peft import get_peft_model
+
+    old_layout = get_peft_model(copy.deepcopy(encoder.model), LoraSettings(r=8, alpha=16,
+                                                                            target_modules=("query", "value")).to_peft())
+    old_layout.save_pretrained(str(tmp_path / "old"))
+    with pytest.raises(ValueError, match="does not fit"):
+        AdaptedEncoder.load_adapter(tmp_path / "old", encoder)
