@@ -441,13 +441,14 @@ def priors_matrix(examples: Sequence[TrainingExample], catalogue: Sequence[str])
     lacked (it came later) gets that example's lowest prior, like an item without events.
 
     >>> ex = TrainingExample((("a", 1.0, 0),), "b", 1, np.array([2.0, -1.0], np.float16), ("b", "a"))
-    >>> priors_matrix([ex, TrainingExample((("a", 1.0, 0),), "b", 2)], ["a", "b", "new"]).tolist()
-    [[-1.0, 2.0, -1.0], [0.0, 0.0, 0.0]]
+    >>> empty = TrainingExample((("a", 1.0, 0),), "b", 3, np.array([], np.float16), ())
+    >>> priors_matrix([ex, TrainingExample((("a", 1.0, 0),), "b", 2), empty], ["a", "b", "new"]).tolist()
+    [[-1.0, 2.0, -1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
     out = np.zeros((len(examples), len(catalogue)), dtype=np.float32)
     columns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(prior_items) -> (positions, found)
     for b, ex in enumerate(examples):
-        if ex.prior is None:
+        if ex.prior is None or not len(ex.prior):  # none, or made before any item was known
             continue
         key = id(ex.prior_items)
         if key not in columns:

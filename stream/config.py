@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     finetune_min_examples: int = Field(200, ge=2, description="learner: no cycle with fewer training examples")
     finetune_budget_s: float = Field(60.0, gt=0, description="learner: time box of one cycle's training steps")
     finetune_batch_size: int = Field(128, ge=2, description="learner: examples per training step")
-    finetune_buffer_size: int = Field(10_000, ge=10, description="learner: recent training examples kept")
+    finetune_buffer_size: int = Field(10_000, ge=10, description="learner: recent training examples kept (each holds its prior: 2 bytes per catalogue item)")
     finetune_holdout: float = Field(0.1, gt=0, lt=1, description="learner: newest share of examples held out")
     finetune_lr: float = Field(3e-3, gt=0, description="learner: AdamW learning rate of the LoRA weights")
     finetune_threads: int = Field(1, ge=1, description="learner: CPU threads for training (cuda is used when present)")
