@@ -28,7 +28,8 @@ from machine import describe  # benchmarks/machine.py
 
 from model.encoder import TextEncoder
 from model.finetune import AdaptedEncoder, LoraSettings, TrainingBuffer, TrainingExample, holdout_metrics, micro_finetune
-from model.finetuned_hybrid import FinetunedHybrid, FinetuneSchedule
+from model.finetune_cycle import FinetuneSchedule
+from model.finetuned_hybrid import FinetunedHybrid
 from model.hybrid import HybridWeights
 from model.item_index import ItemIndex, ItemInfo
 from model.item_text import render_item_text

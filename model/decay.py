@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+#: The half-life of every decayed quantity by default (a user's past events, trending counts,
+#: co-occurrence): one week.
+DEFAULT_HALF_LIFE_S = 7 * 24 * 3600.0
+
 
 class DecayClock:
     """Turns "decay every counter by 0.5^(dt/half_life)" into one scalar.

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from model.decay import DEFAULT_HALF_LIFE_S
 from model.encoder import TextEncoder, mean_pool
 from model.preference import decay_factor
 from model.ranking_metrics import hr_at_k, ndcg_at_k
@@ -46,7 +47,6 @@ from model.ranking_metrics import hr_at_k, ndcg_at_k
 #: One history entry as the worker stores it: (item_id, weight w(type, value), ts in ms).
 HistoryItem = tuple[str, float, int]
 
-DEFAULT_HALF_LIFE_S = 7 * 24 * 3600.0  # stream.config.Settings.half_life_s
 
 
 @dataclass(frozen=True)

@@ -3,81 +3,20 @@ stream: micro-fine-tune cycles happen between events, as the learner runs them l
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from model.encoder import TextEncoder
-from model.finetune import (
-    DEFAULT_HALF_LIFE_S,
-    AdaptedEncoder,
-    holdout_metrics,
-    micro_finetune,
-)
+from model.decay import DEFAULT_HALF_LIFE_S
+from model.finetune import AdaptedEncoder
+from model.finetune_cycle import Cycle, FinetuneSchedule, guarded_cycle
 from model.hybrid import HybridWeights
 from model.item_index import ItemIndex
 from model.online_hybrid import OnlineHybrid
 from model.recommender import Interaction
 from model.training_examples import NextItemExamples
 from model.user_state import UserState
-
-
-@dataclass(frozen=True)
-class FinetuneSchedule:
-    """When and how hard a cycle trains, and how its candidate is judged.
-
-    A cycle runs after every ``every_events`` events once ``min_examples`` examples are in the
-    buffer (the newest ``buffer_size``); the newest ``holdout`` share is held out, the rest
-    trains a clone of the adapter for at most ``max_steps`` batches of ``batch_size`` and at most
-    ``budget_s`` seconds (AdamW at ``lr``, :func:`~model.finetune.residual_loss` at
-    ``temperature``); the hybrid's HR@k / NDCG@k on the holdout decide. A fixed ``max_steps``
-    inside the budget makes a cycle deterministic. The defaults were chosen on the first 30,000
-    MovieLens-100K events (docs/BENCHMARKS.md section 4).
-    """
-
-    every_events: int = 2_000
-    budget_s: float = 60.0
-    max_steps: int | None = 100
-    batch_size: int = 128
-    lr: float = 3e-3
-    temperature: float = 1.0
-    buffer_size: int = 10_000
-    holdout: float = 0.1
-    min_examples: int = 200
-    k: int = 10
-
-    def __post_init__(self) -> None:
-        if self.every_events < 1 or self.batch_size < 2 or self.min_examples < 2 or self.k < 1:
-            raise ValueError("every_events, k >= 1 and batch_size, min_examples >= 2 are needed")
-        if not 0.0 < self.holdout < 1.0:
-            raise ValueError("holdout must be in (0, 1)")
-
-
-@dataclass(frozen=True)
-class Cycle:
-    """One fine-tune cycle of the replay: ``outcome`` is promoted, rejected or skipped.
-
-    ``current`` / ``candidate`` are the holdout figures {hr, ndcg, n} of the adapter in service
-    and of the trained clone; ``space`` is the embedding space served after the cycle.
-    """
-
-    number: int
-    at_event: int
-    outcome: str
-    train_examples: int
-    holdout_examples: int
-    steps: int
-    loss_first: float
-    loss_last: float
-    current: dict
-    candidate: dict
-    train_s: float
-    seconds: float
-    device: str
-    space: str
 
 
 class FinetunedHybrid:
@@ -179,70 +118,18 @@ class FinetunedHybrid:
         return cycle
 
     def _cycle(self) -> Cycle:
-        import torch
-
-        started = time.perf_counter()
-        number = len(self.cycles) + 1
-        schedule, buffer = self.schedule, self.examples.buffer
-        if len(buffer) < schedule.min_examples:
-            return Cycle(number, self._events, "skipped", 0, 0, 0, math.nan, math.nan, {}, {}, 0.0,
-                         time.perf_counter() - started, str(self.adapter.device), self.space)
-        split = buffer.holdout(schedule.holdout)
         catalogue = [info.item_id for info in self.index.infos]  # the rows the priors follow
-        candidate = self.adapter.clone()
-        on_cuda = str(candidate.device).startswith("cuda")
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if on_cuda else []):
-            torch.manual_seed(self.seed * 1_000_003 + number)  # LoRA dropout
-            report = micro_finetune(candidate, split.train, self.item_texts.__getitem__, budget_s=schedule.budget_s,
-                                    batch_size=schedule.batch_size, lr=schedule.lr, max_steps=schedule.max_steps,
-                                    rng=np.random.default_rng([self.seed, number]),
-                                    temperature=schedule.temperature, half_life_s=self.hybrid.half_life_s,
-                                    catalogue=catalogue, content_weight=self.weights.content)
-        candidate_vectors = candidate.encode([self.item_texts[i] for i in catalogue])
-        now = self._judge(self.index.vectors, split.holdout, catalogue)
-        new = self._judge(candidate_vectors, split.holdout, catalogue)
-        promoted = report.steps > 0 and new["n"] > 0 and new["hr"] >= now["hr"] and new["ndcg"] >= now["ndcg"]
-        if promoted:
-            self._promote(candidate, candidate_vectors, f"adapter-{number}")
-        return Cycle(number, self._events, "promoted" if promoted else "rejected", len(split.train),
-                     len(split.holdout), report.steps, report.loss_first, report.loss_last, now, new, report.seconds,
-                     time.perf_counter() - started, report.device, self.space)
+        return guarded_cycle(self.adapter, list(self.examples.buffer), self.item_texts, catalogue, self.schedule,
+                             self._promote, number=len(self.cycles) + 1, content_weight=self.weights.content,
+                             half_life_s=self.hybrid.half_life_s, seed=self.seed, served_vectors=self.index.vectors,
+                             trigger=f"every {self.schedule.every_events} events", at_event=self._events)
 
-    def _judge(self, vectors: np.ndarray, holdout, item_ids: list[str]) -> dict:
-        figures = holdout_metrics(lambda _texts: vectors, holdout, item_ids, self.item_texts.__getitem__,
-                                  self.schedule.k, self.hybrid.half_life_s, content_weight=self.weights.content)
-        return {"hr": float(figures["hr"]), "ndcg": float(figures["ndcg"]), "n": int(figures["n"])}
-
-    def _promote(self, adapter: AdaptedEncoder, vectors: np.ndarray, space: str) -> None:
+    def _promote(self, adapter: AdaptedEncoder, vectors: np.ndarray, _cycle: Cycle) -> str:
         """Serve ``adapter``'s space: every item re-embedded, every user rebuilt from history."""
+        space = f"adapter-{len(self.cycles) + 1}"
         index = self.index
         index.upsert(list(index.infos), vectors, index.available.tolist())
         for state in self.states.values():
             state.rebuild(space, index.vector_of)
         self.adapter, self.space = adapter, space
-
-
-def cycles_markdown(cycles: Sequence[Cycle], k: int = 10) -> str:
-    """A markdown table of a replay's fine-tune cycles, one row per cycle.
-
-    >>> print(cycles_markdown([Cycle(1, 500, "rejected", 90, 10, 4, 3.2, 2.9, {"hr": 0.1, "ndcg": 0.05, "n": 10},
-    ...                              {"hr": 0.0, "ndcg": 0.0, "n": 10}, 1.5, 2.0, "cpu", "base")]))
-    | cycle | at event | outcome | train / holdout | steps | loss first -> last | holdout HR@10 now -> candidate | holdout NDCG@10 now -> candidate | train s | cycle s | space |
-    |---|---|---|---|---|---|---|---|---|---|---|
-    | 1 | 500 | rejected | 90 / 10 | 4 | 3.200 -> 2.900 | 0.1000 -> 0.0000 | 0.0500 -> 0.0000 | 1.5 | 2.0 | base |
-    """
-    header = (f"| cycle | at event | outcome | train / holdout | steps | loss first -> last "
-              f"| holdout HR@{k} now -> candidate | holdout NDCG@{k} now -> candidate | train s | cycle s | space |")
-    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
-    for c in cycles:
-        if c.outcome == "skipped":
-            cells = [str(c.number), f"{c.at_event:,}", c.outcome, "-", "-", "-", "-", "-", "-", f"{c.seconds:.1f}",
-                     c.space]
-        else:
-            cells = [str(c.number), f"{c.at_event:,}", c.outcome, f"{c.train_examples:,} / {c.holdout_examples:,}",
-                     str(c.steps), f"{c.loss_first:.3f} -> {c.loss_last:.3f}",
-                     f"{c.current['hr']:.4f} -> {c.candidate['hr']:.4f}",
-                     f"{c.current['ndcg']:.4f} -> {c.candidate['ndcg']:.4f}", f"{c.train_s:.1f}", f"{c.seconds:.1f}",
-                     c.space]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        return space

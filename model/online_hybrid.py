@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from model.decay import DEFAULT_HALF_LIFE_S
 from model.cooccurrence import ItemCooccurrence
 from model.hybrid import HybridRecommender, HybridWeights
 from model.item_index import ItemIndex
@@ -33,7 +34,7 @@ class OnlineHybrid:
     """
 
     def __init__(self, index: ItemIndex, weights: HybridWeights = HybridWeights(), name: str = "hybrid",
-                 half_life_s: float = 7 * 24 * 3600.0, history_size: int = 50,
+                 half_life_s: float = DEFAULT_HALF_LIFE_S, history_size: int = 50,
                  cf: ItemCooccurrence | None = None, trending: TrendingPopularity | None = None,
                  mmr_lambda: float = 1.0) -> None:
         self.name = name

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.decay import DEFAULT_HALF_LIFE_S
+
 #: Weight of each event type in the preference update. Negative types push the user away
 #: from the item. ``rating`` and ``review`` with a star ``value`` use :func:`event_weight`.
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
@@ -69,7 +71,7 @@ class PreferenceVector:
     """
 
     dim: int
-    half_life_s: float = 7 * 24 * 3600.0
+    half_life_s: float = DEFAULT_HALF_LIFE_S
     vector: np.ndarray = field(default=None)  # type: ignore[assignment]
     last_ts: int | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.decay import DecayClock
+from model.decay import DEFAULT_HALF_LIFE_S, DecayClock
 
 
 class TrendingPopularity:
@@ -18,7 +18,7 @@ class TrendingPopularity:
     [0.5, 2.0, 0.0]
     """
 
-    def __init__(self, half_life_s: float = 7 * 24 * 3600.0) -> None:
+    def __init__(self, half_life_s: float = DEFAULT_HALF_LIFE_S) -> None:
         self.clock = DecayClock(half_life_s)
         self._counts = np.zeros(1024, dtype=np.float64)
 

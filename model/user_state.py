@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.decay import DEFAULT_HALF_LIFE_S
+
 from model.preference import (
     CONSUMING_TYPES,
     REJECTING_TYPES,
@@ -67,7 +69,7 @@ class UserState:
     space: str = "base"
 
     @classmethod
-    def new(cls, dim: int, half_life_s: float = 7 * 24 * 3600.0, history_size: int = 50) -> UserState:
+    def new(cls, dim: int, half_life_s: float = DEFAULT_HALF_LIFE_S, history_size: int = 50) -> UserState:
         return cls(preference=PreferenceVector(dim=dim, half_life_s=half_life_s), history_size=history_size)
 
     def has_seen(self, event_id: str) -> bool:

@@ -219,17 +219,17 @@ def evaluate(
     json: Annotated[Optional[Path], typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
     reports_dir: Annotated[Path, typer.Option(help="markdown table and HR@K plot go here")] = Path("reports"),
     encoder: Annotated[Optional[str], typer.Option(help="item encoder: minilm, smollm2 or a local Hugging Face model directory (default: $STREAMREC_ENCODER_DIR or minilm)")] = None,
-    finetune_every: Annotated[Optional[int], typer.Option(help="hybrid-finetuned: a fine-tune cycle after every N events (default 2000)")] = None,
-    finetune_budget_s: Annotated[Optional[float], typer.Option(help="hybrid-finetuned: time box of a cycle's training, seconds (default 60)")] = None,
+    finetune_every: Annotated[Optional[int], typer.Option(help="hybrid-finetuned: a fine-tune cycle after every N events (default: $STREAMREC_FINETUNE_EVERY_EVENTS or 2000, as the learner)")] = None,
+    finetune_budget_s: Annotated[Optional[float], typer.Option(help="hybrid-finetuned: time box of a cycle's training, seconds (default: $STREAMREC_FINETUNE_BUDGET_S or 60, as the learner)")] = None,
 ) -> None:
     """Prequential (test-then-learn) evaluation of the hybrid against baselines, in process."""
     from dataclasses import replace
 
-    from serving.evaluate import FINETUNE_SCHEDULE, run_evaluation
+    from serving.evaluate import run_evaluation
 
     try:
         overrides = {"every_events": finetune_every, "budget_s": finetune_budget_s}
-        schedule = replace(FINETUNE_SCHEDULE, **{key: v for key, v in overrides.items() if v is not None})
+        schedule = replace(Settings().finetune_schedule(), **{key: v for key, v in overrides.items() if v is not None})
         run_evaluation(None if events_file else dataset, events_file, items_file,
                        models.split(",") if models else None, k, eval_every, windows, limit, json, reports_dir,
                        encoder_dir=_settings(encoder_dir=encoder).encoder_dir, console=console, schedule=schedule)

@@ -3,7 +3,9 @@ baselines, in process (no broker), with the same model code the worker serves wi
 
 ``hybrid-finetuned`` (the hybrid on a LoRA-adapted encoder, micro-fine-tuned inside the replay)
 runs only when named in ``models``: its cycles train a transformer, minutes on a GPU, far longer
-on a CPU (each cycle is time-boxed by ``FinetuneSchedule.budget_s``)."""
+on a CPU (each cycle is time-boxed by ``FinetuneSchedule.budget_s``). Its cycle is the live
+learner's: the same function (:func:`model.finetune_cycle.guarded_cycle`) with the same
+schedule (``Settings.finetune_schedule()``)."""
 
 from __future__ import annotations
 
@@ -28,17 +30,14 @@ from rich.progress import (
 from model.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
 from model.encoder import TextEncoder
 from model.evaluation import PrequentialResult, prequential
-from model.finetuned_hybrid import (
-    Cycle,
-    FinetunedHybrid,
-    FinetuneSchedule,
-    cycles_markdown,
-)
+from model.finetune_cycle import Cycle, FinetuneSchedule, cycles_markdown
+from model.finetuned_hybrid import FinetunedHybrid
 from model.hybrid import HybridWeights
 from model.item_index import ItemIndex, ItemInfo
 from model.item_text import render_item_text
 from model.online_hybrid import OnlineHybrid
 from model.recommender import Interaction, Recommender
+from stream.config import Settings
 
 
 def load_log(dataset: str | None, events_file: Path | None, items_file: Path | None):
@@ -105,16 +104,18 @@ def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Consol
     return Catalogue(index, texts, encoder)
 
 
-#: The fine-tuned hybrid's betas and cycles, chosen on the first 30,000 MovieLens-100K events
-#: (docs/BENCHMARKS.md).
-FINETUNED_WEIGHTS = HybridWeights()
-FINETUNE_SCHEDULE = FinetuneSchedule()
 #: Models that run only when named: too slow for a default run on a CPU.
 OPT_IN_MODELS = ("hybrid-finetuned",)
 
 
-def model_factories(catalogue: Catalogue | None,
-                    schedule: FinetuneSchedule = FINETUNE_SCHEDULE) -> dict[str, Callable[[], Recommender]]:
+def model_factories(catalogue: Catalogue | None, settings: Settings | None = None,
+                    schedule: FinetuneSchedule | None = None) -> dict[str, Callable[[], Recommender]]:
+    """Every model of the harness by name. The hybrids take their betas from ``settings`` (the
+    workers' ``STREAMREC_WEIGHT_*``), ``hybrid-finetuned`` the learner's fine-tune cycle
+    (``settings.finetune_schedule()``, or ``schedule``)."""
+    settings = settings or Settings()
+    weights = settings.hybrid_weights()
+    schedule = schedule or settings.finetune_schedule()
     factories: dict[str, Callable[[], Recommender]] = {
         "popularity": Popularity,
         "trending-7d": lambda: RecentPopularity(half_life_days=7.0),
@@ -133,10 +134,10 @@ def model_factories(catalogue: Catalogue | None,
             return lambda: OnlineHybrid(index, weights, name=name)
         factories["content-only"] = hybrid("content-only", HybridWeights(content=1.0, cf=0.0, trending=0.0))
         factories["cf-only"] = hybrid("cf-only", HybridWeights(content=0.0, cf=1.0, trending=0.0))
-        factories["hybrid"] = hybrid("hybrid", HybridWeights())
-        factories["hybrid-mmr"] = lambda: OnlineHybrid(index, HybridWeights(), name="hybrid-mmr", mmr_lambda=0.8)
-        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(index, catalogue.texts, catalogue.encoder,
-                                                                FINETUNED_WEIGHTS, schedule)
+        factories["hybrid"] = hybrid("hybrid", weights)
+        factories["hybrid-mmr"] = lambda: OnlineHybrid(index, weights, name="hybrid-mmr", mmr_lambda=0.8)
+        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(index, catalogue.texts, catalogue.encoder, weights,
+                                                                schedule)
     return factories
 
 
@@ -145,15 +146,16 @@ def run_evaluation(dataset: str | None = "movielens-100k", events_file: Path | N
                    eval_every: int = 1, windows: int = 10, limit: int | None = None,
                    json_path: Path | None = None, reports_dir: Path = Path("reports"),
                    encoder_dir: str | None = None, console: Console | None = None,
-                   schedule: FinetuneSchedule = FINETUNE_SCHEDULE) -> PrequentialResult:
+                   schedule: FinetuneSchedule | None = None) -> PrequentialResult:
     """Replay the log through ``models`` (default: all but :data:`OPT_IN_MODELS`) and write the
-    reports; ``schedule`` sets the fine-tune cycles of ``hybrid-finetuned``."""
+    reports; ``schedule`` sets the fine-tune cycles of ``hybrid-finetuned`` (default: the live
+    learner's, from ``STREAMREC_FINETUNE_*``)."""
     console = console or Console()
     events, items = load_log(dataset, events_file, items_file)
     events = events[:limit] if limit else events
     catalogue = embed_catalogue(items, encoder_dir, console) if items else None
     index = catalogue.index if catalogue else None
-    factories = model_factories(catalogue, schedule)
+    factories = model_factories(catalogue, schedule=schedule)
     names = models or [n for n in factories if n not in OPT_IN_MODELS]
     unknown = [n for n in names if n not in factories]
     if unknown:

@@ -7,11 +7,20 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.decay import DEFAULT_HALF_LIFE_S
+
+from model.finetune_cycle import FinetuneSchedule
+from model.hybrid import HybridWeights
+
+_CYCLE = FinetuneSchedule()  # the defaults of the fine-tune fields below
+_WEIGHTS = HybridWeights()  # and of the hybrid's betas
+
 
 class Settings(BaseSettings):
     """One place for the knobs; each field is also an env var, e.g. ``STREAMREC_BOOTSTRAP``."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", hide_input_in_errors=True,
+                                      env_parse_none_str="null")
 
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -27,7 +36,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of the keyed topics (events, recommendations)")
     app_id: str = Field("streamrec-worker", description="Faust app id / consumer group of the workers")
     k: int = Field(10, ge=1, le=200, description="length of each published recommendation list")
-    half_life_s: float = Field(7 * 24 * 3600.0, gt=0, description="half-life of a user's past events")
+    half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0, description="half-life of a user's past events")
     history_size: int = Field(50, ge=1, description="recent events kept per user")
     max_event_bytes: int = Field(64 * 1024, ge=256, description="larger events go to the DLQ as oversize")
     batch_max: int = Field(500, ge=1, description="events processed together per poll")
@@ -47,10 +56,10 @@ class Settings(BaseSettings):
     learner_nice: int = Field(10, ge=0, le=19, description="learner: CPU priority below the workers (nice)")
     keep_versions: int = Field(20, ge=1, description="learner: model versions kept in the store")
     snapshot_every_s: float = Field(30.0, gt=0, description="learner: or after this long, if anything was learned")
-    trending_half_life_s: float = Field(7 * 24 * 3600.0, gt=0, description="half-life of trending counts")
-    weight_content: float = Field(0.3, ge=0, description="hybrid beta of the content score")
-    weight_cf: float = Field(1.0, ge=0, description="hybrid beta of the collaborative-filtering score")
-    weight_trending: float = Field(0.2, ge=0, description="hybrid beta of the trending score")
+    trending_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0, description="half-life of trending counts")
+    weight_content: float = Field(_WEIGHTS.content, ge=0, description="hybrid beta of the content score")
+    weight_cf: float = Field(_WEIGHTS.cf, ge=0, description="hybrid beta of the collaborative-filtering score")
+    weight_trending: float = Field(_WEIGHTS.trending, ge=0, description="hybrid beta of the trending score")
     mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
     cf_min_item_count: float = Field(1.0, ge=0, description="learner: items seen fewer times (decayed) get no CF "
                                      "score and stay out of the snapshot's co-occurrence matrix")
@@ -59,14 +68,16 @@ class Settings(BaseSettings):
     lag_interval_s: float = Field(5.0, gt=0, description="worker: how often consumer lag is exported")
     learner_metrics_port: int = Field(9109, ge=0, description="learner: port of its Prometheus endpoint (0: none)")
     finetune: bool = Field(True, description="learner: micro-fine-tune the encoder's LoRA adapter on recent behaviour")
-    finetune_every_events: int = Field(20_000, ge=1, description="learner: a fine-tune cycle after this many events")
-    finetune_every_s: float = Field(900.0, gt=0, description="learner: or after this long, if examples came in")
-    finetune_min_examples: int = Field(200, ge=2, description="learner: no cycle with fewer training examples")
-    finetune_budget_s: float = Field(60.0, gt=0, description="learner: time box of one cycle's training steps")
-    finetune_batch_size: int = Field(128, ge=2, description="learner: examples per training step")
-    finetune_buffer_size: int = Field(10_000, ge=10, description="learner: recent training examples kept (each holds its prior: 2 bytes per catalogue item)")
-    finetune_holdout: float = Field(0.1, gt=0, lt=1, description="learner: newest share of examples held out")
-    finetune_lr: float = Field(3e-3, gt=0, description="learner: AdamW learning rate of the LoRA weights")
+    finetune_every_events: int = Field(_CYCLE.every_events, ge=1, description="learner: a fine-tune cycle after this many events")
+    finetune_every_s: float = Field(_CYCLE.every_s, gt=0, description="learner: or after this long, if examples came in")
+    finetune_min_examples: int = Field(_CYCLE.min_examples, ge=2, description="learner: no cycle with fewer training examples")
+    finetune_budget_s: float = Field(_CYCLE.budget_s, gt=0, description="learner: time box of one cycle's training steps")
+    finetune_max_steps: int | None = Field(_CYCLE.max_steps, ge=1, description="learner: most training steps of one cycle (none: the time box alone)")
+    finetune_batch_size: int = Field(_CYCLE.batch_size, ge=2, description="learner: examples per training step")
+    finetune_buffer_size: int = Field(_CYCLE.buffer_size, ge=10, description="learner: recent training examples kept (each holds its prior: 2 bytes per catalogue item)")
+    finetune_holdout: float = Field(_CYCLE.holdout, gt=0, lt=1, description="learner: newest share of examples held out")
+    finetune_lr: float = Field(_CYCLE.lr, gt=0, description="learner: AdamW learning rate of the LoRA weights")
+    finetune_temperature: float = Field(_CYCLE.temperature, gt=0, description="learner: softmax temperature of the fine-tune objective")
     finetune_threads: int = Field(1, ge=1, description="learner: CPU threads for training (cuda is used when present)")
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 
@@ -131,13 +142,32 @@ class Settings(BaseSettings):
             return faust.SSLCredentials(self._ssl_context())
         return None
 
+    def hybrid_weights(self) -> HybridWeights:
+        return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending)
+
+    def finetune_schedule(self) -> FinetuneSchedule:
+        """The fine-tune cycle these settings ask for: the learner's, and the replay's
+        (``streamrec evaluate --models hybrid-finetuned``).
+
+        >>> Settings(finetune_every_events=500).finetune_schedule().every_events
+        500
+        """
+        return FinetuneSchedule(
+            every_events=self.finetune_every_events, every_s=self.finetune_every_s, budget_s=self.finetune_budget_s,
+            max_steps=self.finetune_max_steps, batch_size=self.finetune_batch_size, lr=self.finetune_lr,
+            temperature=self.finetune_temperature, holdout=self.finetune_holdout,
+            buffer_size=self.finetune_buffer_size, min_examples=self.finetune_min_examples, k=self.k)
+
     def env(self) -> dict[str, str]:
-        """These settings as STREAMREC_* variables for a child process (secrets in clear)."""
+        """These settings as STREAMREC_* variables for a child process (secrets in clear; None as "null").
+
+        >>> Settings(finetune_max_steps=None).env()["STREAMREC_FINETUNE_MAX_STEPS"]
+        'null'
+        """
         out = {}
         for key, value in self.model_dump().items():
-            if value is None:
-                continue
-            out[f"STREAMREC_{key.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            out[f"STREAMREC_{key.upper()}"] = "null" if text is None else str(text)
         return out
 
 

@@ -67,7 +67,7 @@ class IngestProcessor:
         self.encoder_name = encoder_name
         self.global_version: str | None = None  # the learner's CF + trending snapshot in use
         self.space = "base"  # the adapter version the item vectors come from ("base": none)
-        self.weights = HybridWeights(settings.weight_content, settings.weight_cf, settings.weight_trending)
+        self.weights = settings.hybrid_weights()
         # Until the learner's first snapshot arrives there is no CF nor trending: content only.
         self.recommender = HybridRecommender(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
         self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events

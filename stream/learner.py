@@ -6,7 +6,7 @@ Loop: read ``items`` (item texts), ``model-updates`` (the adapter in service) an
 (all partitions, no consumer group: on restart it relearns from the start of the topic's
 retention) -> learn CF + trending, cut (history -> next item) training examples -> every
 ``snapshot_every_events`` events or ``snapshot_every_s`` seconds with news: save a snapshot in
-the model store and announce it on ``model-updates``; per :class:`FinetuneSchedule`: a guarded
+the model store and announce it on ``model-updates``; per :class:`CycleTrigger`: a guarded
 fine-tune cycle in a thread (:mod:`stream.adapter_training`). Workers swap atomically.
 """
 
@@ -21,8 +21,10 @@ from collections import OrderedDict
 import numpy as np
 
 from model.cooccurrence import ItemCooccurrence
+from model.decay import DEFAULT_HALF_LIFE_S
 from model.drift import DETECTORS
 from model.encoder import TextEncoder
+from model.finetune_cycle import FinetuneSchedule
 from model.global_snapshot import GlobalSnapshot
 from model.hybrid import HybridWeights, zscore_rows
 from model.preference import REJECTING_TYPES
@@ -51,7 +53,7 @@ class GlobalLearner:
     (['a', 'b'], 3)
     """
 
-    def __init__(self, half_life_s: float = 7 * 24 * 3600.0, dedupe_window: int = 200_000,
+    def __init__(self, half_life_s: float = DEFAULT_HALF_LIFE_S, dedupe_window: int = 200_000,
                  cf_min_item_count: float = 1.0) -> None:
         self.cf = ItemCooccurrence()
         self.trending = TrendingPopularity(half_life_s)
@@ -135,22 +137,23 @@ def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic:
     return announcement
 
 
-class FinetuneSchedule:
-    """When the learner starts a fine-tune cycle: every ``every_events`` events learned, or
-    after ``every_s`` seconds if any came in, or as soon as a drift detector asks
-    (:meth:`request`) and something new came in; never while a cycle runs (the caller checks).
+class CycleTrigger:
+    """When the learner starts a fine-tune cycle: every ``schedule.every_events`` events
+    learned, or after ``schedule.every_s`` seconds if any came in, or as soon as a drift
+    detector asks (:meth:`request`) and something new came in; never while a cycle runs (the
+    caller checks).
 
-    >>> schedule = FinetuneSchedule(every_events=100, every_s=60.0, now=0.0)
-    >>> schedule.due(events=50, now=10.0), schedule.due(events=100, now=11.0)
+    >>> trigger = CycleTrigger(FinetuneSchedule(every_events=100, every_s=60.0), now=0.0)
+    >>> trigger.due(events=50, now=10.0), trigger.due(events=100, now=11.0)
     (None, 'every 100 events')
-    >>> schedule.started(events=100, now=11.0); schedule.request("drift: hit_rate_adwin")
-    >>> schedule.due(events=101, now=12.0)
+    >>> trigger.started(events=100, now=11.0); trigger.request("drift: hit_rate_adwin")
+    >>> trigger.due(events=101, now=12.0)
     'drift: hit_rate_adwin'
     """
 
-    def __init__(self, every_events: int, every_s: float, now: float) -> None:
-        self.every_events = every_events
-        self.every_s = every_s
+    def __init__(self, schedule: FinetuneSchedule, now: float) -> None:
+        self.every_events = schedule.every_events
+        self.every_s = schedule.every_s
         self._last_events = 0
         self._last_time = now
         self._requested: str | None = None
@@ -181,10 +184,11 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
         os.nice(settings.learner_nice)
     metrics.serve_metrics(settings.metrics_host, settings.learner_metrics_port)
     learner = GlobalLearner(settings.trending_half_life_s, cf_min_item_count=settings.cf_min_item_count)
-    examples = NextItemExamples(settings.finetune_buffer_size, settings.history_size)
+    schedule = settings.finetune_schedule()
+    examples = NextItemExamples(schedule.buffer_size, settings.history_size)
     catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
     catalogue_order: tuple[str, ...] = ()  # what examples' priors are over (rebuilt when it changes)
-    weights = HybridWeights(settings.weight_content, settings.weight_cf, settings.weight_trending)
+    weights = settings.hybrid_weights()
     store = ModelStore(settings.model_store)
     topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None,
@@ -204,13 +208,10 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     if settings.finetune:
         trainer = AdapterTrainer(
             store, lambda version: announce(store, version, producer, topics["model-updates"]),
-            lambda: TextEncoder(settings.encoder_dir), budget_s=settings.finetune_budget_s,
-            batch_size=settings.finetune_batch_size, holdout=settings.finetune_holdout,
-            content_weight=settings.weight_content,
-            half_life_s=settings.half_life_s, min_examples=settings.finetune_min_examples,
-            threads=settings.finetune_threads, k=settings.k, lr=settings.finetune_lr)
+            lambda: TextEncoder(settings.encoder_dir), schedule, half_life_s=settings.half_life_s,
+            content_weight=settings.weight_content, threads=settings.finetune_threads)
     started = last_snapshot = time.monotonic()
-    schedule = FinetuneSchedule(settings.finetune_every_events, settings.finetune_every_s, started)
+    trigger = CycleTrigger(schedule, started)
     since_snapshot = 0
     log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri,
              "on" if trainer else "off")
@@ -230,7 +231,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             for signal in (_json(r.value) for r in by_topic.get(topics["drift-signals"], [])):
                 if signal and signal.get("detector") in DETECTORS:
                     metrics.DRIFT_SIGNALS.labels(signal["detector"]).inc()
-                    schedule.request(f"drift: {signal['detector']}")
+                    trigger.request(f"drift: {signal['detector']}")
             for record in by_topic.get(topics["events"], []):
                 try:
                     event = parse_event(record.value, settings.max_event_bytes)
@@ -254,10 +255,10 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                                                 settings.keep_versions)
                 log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
                 since_snapshot, last_snapshot = 0, time.monotonic()
-            if trainer is not None and not trainer.busy and len(examples.buffer) >= settings.finetune_min_examples:
-                reason = schedule.due(learner.events, time.monotonic())
-                if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason):
-                    schedule.started(learner.events, time.monotonic())
+            if trainer is not None and not trainer.busy and len(examples.buffer) >= schedule.min_examples:
+                reason = trigger.due(learner.events, time.monotonic())
+                if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason, learner.events):
+                    trigger.started(learner.events, time.monotonic())
     finally:
         if trainer is not None:
             trainer.wait(timeout=5)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.decay import DEFAULT_HALF_LIFE_S
+
 from model.encoder import TextEncoder
 from model.finetune import TrainingExample
+from model.finetune_cycle import FinetuneSchedule
 from stream.adapter_training import EMBEDDINGS_FILE, AdapterTrainer, embeddings_from_bytes, prepare_adapter_space
 from stream.metrics import FINETUNE_CYCLES
 from stream.model_store import ModelStore, SnapshotError
@@ -37,8 +40,9 @@ def test_a_candidate_that_loses_on_the_holdout_is_not_promoted(encoder, tmp_path
     # behaviour (the holdout) is back to similar shoes, which the plain encoder ranks well.
     crossing = [("s1", "k4"), ("s2", "k1"), ("s3", "k5"), ("s4", "k2")]
     similar = [("s1", "s2"), ("s2", "s3"), ("s3", "s4")]
-    trainer = AdapterTrainer(store, announced.append, encoder, budget_s=8, batch_size=8, holdout=0.25,
-                             half_life_s=7 * 24 * 3600.0, min_examples=8, lr=1e-2, seed=1)
+    schedule = FinetuneSchedule(budget_s=8, max_steps=None, batch_size=8, holdout=0.25, min_examples=8, lr=1e-2)
+    trainer = AdapterTrainer(store, announced.append, encoder, schedule, half_life_s=DEFAULT_HALF_LIFE_S,
+                             content_weight=0.3, seed=1)
     before = cycles("rejected")
     outcome = trainer.run_cycle(examples(crossing, 30) + examples(similar, 10), CATALOGUE, "test")
     assert outcome.outcome == "rejected", outcome
@@ -51,8 +55,9 @@ def test_a_promoted_adapter_is_stored_with_its_figures_and_loads_in_a_worker(enc
     store = ModelStore(str(tmp_path))
     announced = []
     pairs = [("s1", "k4"), ("s2", "k1"), ("s3", "k5"), ("s4", "k2")]  # invisible to text similarity
-    trainer = AdapterTrainer(store, announced.append, encoder, budget_s=10, batch_size=8, holdout=0.25,
-                             half_life_s=7 * 24 * 3600.0, min_examples=8, seed=1)
+    schedule = FinetuneSchedule(budget_s=10, max_steps=None, batch_size=8, holdout=0.25, min_examples=8)
+    trainer = AdapterTrainer(store, announced.append, encoder, schedule, half_life_s=DEFAULT_HALF_LIFE_S,
+                             content_weight=0.3, seed=1)
     outcome = trainer.run_cycle(examples(pairs, 40), CATALOGUE, "test")
     assert outcome.outcome == "promoted", outcome
     assert outcome.candidate["ndcg"] > outcome.current["ndcg"]

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from model.encoder import TextEncoder
 from model.evaluation import prequential
-from model.finetuned_hybrid import FinetunedHybrid, FinetuneSchedule, cycles_markdown
+from model.finetune_cycle import FinetuneSchedule, cycles_markdown
+from model.finetuned_hybrid import FinetunedHybrid
 from model.hybrid import HybridWeights
 from model.item_index import ItemIndex, ItemInfo
 from model.online_hybrid import OnlineHybrid
@@ -121,7 +122,7 @@ def test_too_few_examples_skip_the_cycle(encoder, base_vectors):
     schedule = FinetuneSchedule(every_events=4, min_examples=8)
     model = FinetunedHybrid(index_of(base_vectors), TEXTS, encoder, CONTENT_ONLY, schedule)
     replay(model, log_of([ACROSS] * 2))
-    assert [(c.outcome, c.steps, c.space) for c in model.cycles] == [("skipped", 0, "base")]
+    assert [(c.outcome, c.steps, c.version) for c in model.cycles] == [("skipped", 0, None)] and model.space == "base"
     with pytest.raises(ValueError, match="no text"):
         FinetunedHybrid(index_of(base_vectors), {"toy": TEXTS["toy"]}, encoder)
 
