@@ -34,7 +34,7 @@ from machine import describe  # benchmarks/machine.py
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
-from stream.topics import create_topics
+from stream.kafka.topics import create_topics
 
 KEY = "bench-read-key"
 WRK_SCRIPT = """

@@ -2,7 +2,7 @@
 
 For each seed: a workload whose tastes shift abruptly at --shift-at and a stationary one of the
 same length (same seed: same catalogue, same events before the shift) are replayed as a worker
-serves them (model.synthetic.served_replay); the three observation streams (hit checks, served
+serves them (model.evaluation.synthetic.served_replay); the three observation streams (hit checks, served
 list scores, interacted item vectors) are recorded once and fed to each candidate detector.
 
 Reported per detector: the delay (events after the shift until the first detection at or after
@@ -27,8 +27,8 @@ from machine import describe  # benchmarks/machine.py
 from river import drift
 
 from model.drift import CentroidShift, HitRateDrift, ScoreDrift, list_score
-from model.online_hybrid import OnlineHybrid
-from model.synthetic import ShoppingWorkload, served_replay, shopping_workload
+from model.evaluation.online_hybrid import OnlineHybrid
+from model.evaluation.synthetic import ShoppingWorkload, served_replay, shopping_workload
 
 
 @dataclass

@@ -18,8 +18,8 @@ import time
 from machine import describe  # benchmarks/machine.py
 from rich.console import Console
 
-from model.evaluation import prequential
-from model.finetuned_hybrid import FinetunedHybrid
+from model.evaluation.finetuned_hybrid import FinetunedHybrid
+from model.evaluation.prequential import prequential
 from serving.evaluate import embed_catalogue, load_log, model_factories
 from stream.config import Settings
 

@@ -1,10 +1,10 @@
 """Micro-fine-tuning benchmark: one LoRA fine-tune cycle on 1,000 MovieLens-100K examples.
 
 The examples are cut from the log exactly as the learner cuts them live: the log is replayed
-through the hybrid (:class:`model.finetuned_hybrid.FinetunedHybrid` without cycles), each rating
+through the hybrid (:class:`model.evaluation.finetuned_hybrid.FinetunedHybrid` without cycles), each rating
 with w > 0 becoming (the worker's history -> next movie) with its prior, the CF + trending
 terms the user got just before it; the cycle trains on the newest ``--examples`` of them with
-the hybrid objective (:func:`model.finetune.residual_loss`, whole-catalogue softmax). Reports the
+the hybrid objective (:func:`model.finetune.objective.residual_loss`, whole-catalogue softmax). Reports the
 cycle's wall time, steps, examples/s, device and trainable parameters, and the time to embed
 1,000 catalogue items through the adapter: the first time (the frozen transformer runs) and
 again after a promotion (only the adapted projection runs), beside the plain encoder. With
@@ -26,19 +26,22 @@ import numpy as np
 import torch
 from machine import describe  # benchmarks/machine.py
 
-from model.encoder import TextEncoder
-from model.finetune import AdaptedEncoder, LoraSettings, TrainingBuffer, TrainingExample, holdout_metrics, micro_finetune
-from model.finetune_cycle import FinetuneSchedule
-from model.finetuned_hybrid import FinetunedHybrid
-from model.hybrid import HybridWeights
-from model.item_index import ItemIndex, ItemInfo
-from model.item_text import render_item_text
-from model.recommender import Interaction
+from model.embedding.encoder import TextEncoder
+from model.embedding.item_index import ItemIndex, ItemInfo
+from model.embedding.item_text import render_item_text
+from model.evaluation.finetuned_hybrid import FinetunedHybrid
+from model.evaluation.protocol import Interaction
+from model.finetune.adapter import AdaptedEncoder, LoraSettings
+from model.finetune.cycle import FinetuneSchedule
+from model.finetune.examples import TrainingBuffer, TrainingExample
+from model.finetune.guard import holdout_metrics
+from model.finetune.training import micro_finetune
+from model.scoring.hybrid import HybridWeights
 
 
 def movielens_examples(n: int, encoder: TextEncoder, text_of: dict[str, str]) -> list[TrainingExample]:
     """The newest ``n`` training examples of the log, with their priors, as the learner cuts them."""
-    from model.datasets import load_ratings
+    from model.evaluation.datasets import load_ratings
 
     index = ItemIndex(encoder.dim)
     ids = list(text_of)
@@ -76,7 +79,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
 
-    from model.datasets import load_movies
+    from model.evaluation.datasets import load_movies
 
     torch.manual_seed(args.seed)
     movies = load_movies()

@@ -2,13 +2,13 @@
 
   1. State per user, in process (no broker): the events of a light (1 event), a typical
      (10 events) and a heavy user (300 events: history and dedupe window full) go through the
-     worker's own ingest step (stream.ingest.IngestProcessor, a dict as the table, 384-d item
+     worker's own ingest step (stream.worker.ingest.IngestProcessor, a dict as the table, 384-d item
      vectors as all-MiniLM-L6-v2's); the size of the bytes the table holds for the user
      (UserState.to_bytes) with its breakdown: JSON meta (history, seen event ids, consumed,
      last list, pending) and the float32 vector; plus a bound with every buffer at its limit,
      and the Python heap per user of the ingest step's structures (tracemalloc: table value,
      decoded-state cache, last-activity entry).
-  2. RSS of a real worker: a noida-db broker on loopback, fresh topics, `python -m stream.app`
+  2. RSS of a real worker: a noida-db broker on loopback, fresh topics, `python -m stream.worker`
      (content-only, no learner), a catalogue of 200 synthetic items; then --users distinct
      synthetic users with --events-per-user events each are sent through the SDK in steps
      (--checkpoints). At 0 users and at each checkpoint, once the worker has processed every
@@ -49,17 +49,17 @@ from machine import describe  # benchmarks/machine.py
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from model.item_index import ItemIndex, ItemInfo
-from model.synthetic import EVENT_TYPE_P, EVENT_TYPES, shopping_workload
-from model.user_state import UserState
+from model.embedding.item_index import ItemIndex, ItemInfo
+from model.evaluation.synthetic import EVENT_TYPE_P, EVENT_TYPES, shopping_workload
+from model.user.state import UserState
 from serving.sdk import EventProducer
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
-from stream.ingest import IngestProcessor, SourceRecord
+from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
+from stream.process import StreamProcess
 from stream.schemas import Event, Item
-from stream.stream_process import StreamProcess
-from stream.topics import create_topics
+from stream.worker.ingest import IngestProcessor, SourceRecord
 
 DIM = 384  # all-MiniLM-L6-v2, the worker's default encoder
 N_ITEMS = 200
@@ -67,7 +67,7 @@ N_ITEMS = 200
 
 # -- 1. state per user, in process ---------------------------------------------------------------
 def catalogue(n_items: int = N_ITEMS) -> list[ItemInfo]:
-    """The synthetic shopping catalogue (model.synthetic): ids sku-0.., titles, categories."""
+    """The synthetic shopping catalogue (model.evaluation.synthetic): ids sku-0.., titles, categories."""
     return shopping_workload(n_events=1, shift_at=None, n_items=n_items).items
 
 
@@ -353,7 +353,7 @@ def main() -> None:
         parser.error("--users and --events-per-user must be at least 1")
 
     console = Console()
-    logging.getLogger("stream.ingest").setLevel(logging.ERROR)  # drift warnings of the in-process ingest step
+    logging.getLogger("stream.worker.ingest").setLevel(logging.ERROR)  # drift warnings of the in-process ingest step
     result = {"date": dt.date.today().isoformat(), "machine": describe(), "load_average_start": load_average()}
     with console.status("state per user (in process)"):
         result["state_bytes"] = sizes = state_sizes(args.heap_users)

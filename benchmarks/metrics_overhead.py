@@ -2,14 +2,14 @@
 
 One noida-db broker on loopback; --repeats pairs of runs, alternating (on, off), (off, on), ...
 so that a drift of the machine's load hits both sides alike. Each run gets fresh topics, the
-200-item synthetic catalogue and a fresh worker (`python -m stream.app`, content-only, no
+200-item synthetic catalogue and a fresh worker (`python -m stream.worker`, content-only, no
 learner) with STREAMREC_METRICS_ENABLED=true or false (false swaps every metric for a no-op,
 see stream/metrics.py). With metrics off the worker's /metrics has nothing to tell, so
 readiness and the end of the run are read from the `recommendations` topic:
 
   1. a probe event is sent; its list coming back means the catalogue is indexed and the
      worker is consuming;
-  2. the same --events synthetic shopping events (model.synthetic, --users users, serialised
+  2. the same --events synthetic shopping events (model.evaluation.synthetic, --users users, serialised
      before the clock starts; only `ts` differs between runs) are sent at full speed;
   3. the run ends when, for every user, the list triggered by the user's last event is read
      back. events/s = events / (latest `published_ts` of those lists - the moment the first
@@ -18,8 +18,8 @@ readiness and the end of the run are read from the `recommendations` topic:
      wall time. The worker's /metrics must agree with the switch (lists counted with metrics on,
      none with metrics off), or the run fails.
 Then, as a figure a loaded machine disturbs much less: the CPU time of the worker's ingest step
-alone (stream.ingest.IngestProcessor over a dict table, 384-d random item vectors, plus the
-per-batch metric calls of stream/app.py) on the same events, in child processes with the switch
+alone (stream.worker.ingest.IngestProcessor over a dict table, 384-d random item vectors, plus the
+per-batch metric calls of stream/worker/app.py) on the same events, in child processes with the switch
 on and off, alternating, --repeats each: CPU microseconds per event, and their difference, the
 metrics' own cost per event, also as a share of the worker's CPU per event measured above.
 
@@ -51,15 +51,15 @@ from kafka import KafkaConsumer
 from machine import describe  # benchmarks/machine.py
 from rich.console import Console
 
-from model.item_index import ItemIndex
-from model.synthetic import shopping_workload
+from model.embedding.item_index import ItemIndex
+from model.evaluation.synthetic import shopping_workload
 from serving.sdk import EventProducer
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
+from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
+from stream.process import StreamProcess
 from stream.schemas import Item
-from stream.stream_process import StreamProcess
-from stream.topics import create_topics
 
 N_ITEMS = 200
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -180,7 +180,7 @@ def ingest_cpu(events: int, users: int) -> float:
     import asyncio
 
     from stream import metrics
-    from stream.ingest import IngestProcessor, SourceRecord
+    from stream.worker.ingest import IngestProcessor, SourceRecord
 
     workload = shopping_workload(n_events=events, shift_at=None, n_users=users, n_items=N_ITEMS, seed=3)
     vectors = np.random.default_rng(0).standard_normal((len(workload.items), 384)).astype(np.float32)
@@ -238,7 +238,7 @@ def main() -> None:
     if args.events < 1 or args.users < 1 or args.repeats < 1:
         parser.error("--events, --users and --repeats must be at least 1")
     if args.ingest_child:
-        logging.getLogger("stream.ingest").setLevel(logging.ERROR)  # drift warnings
+        logging.getLogger("stream.worker.ingest").setLevel(logging.ERROR)  # drift warnings
         print(ingest_cpu(args.events, args.users))
         return
 

@@ -11,7 +11,7 @@ Three signals, one detector each (the names are the ``detector`` label of the dr
 
 No metrics library here: :meth:`DriftMonitor.statistics` and :attr:`DriftMonitor.detections`
 are what an exporter reads. Settings were chosen on the synthetic shopping workload
-(``model.synthetic``, ``benchmarks/drift_delay.py``).
+(``model.evaluation.synthetic``, ``benchmarks/drift_delay.py``).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def topics_create(
     prefix: Annotated[Optional[str], typer.Option(help="topic name prefix (default 'streamrec.')")] = None,
 ) -> None:
     """Create every topic of the contract (explicit partitions, compaction where the contract says)."""
-    from stream.topics import create_topics
+    from stream.kafka.topics import create_topics
 
     settings = _settings(bootstrap, partitions=partitions, topic_prefix=prefix)
     table = Table("topic", "partitions", "cleanup", "status", "purpose")
@@ -83,7 +83,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run a stream worker: ingest events, keep user state, publish refreshed top-K lists."""
-    from stream.app import run_worker
+    from stream.worker.app import run_worker
 
     run_worker(_settings(bootstrap, metrics_port=metrics_port), loglevel=loglevel)
 
@@ -101,7 +101,7 @@ def learner(
     item encoder's adapter; both shipped to the workers as versioned, checksummed model versions."""
     import logging
 
-    from stream.learner import run_learner
+    from stream.learner.service import run_learner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s learner: %(message)s")
     run_learner(_settings(bootstrap, model_store=model_store, finetune=finetune, learner_metrics_port=metrics_port))
@@ -164,7 +164,7 @@ def model_rollback(version: str, bootstrap: BootstrapOpt = None, model_store: St
     from kafka import KafkaProducer
 
     from stream.config import topic_name
-    from stream.learner import announce
+    from stream.learner.service import announce
     from stream.model_store import ModelStore, SnapshotError
 
     settings = _settings(bootstrap, model_store=model_store)
@@ -259,7 +259,7 @@ def api(
 
     Kafka security: STREAMREC_SECURITY_PROTOCOL (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), STREAMREC_SASL_MECHANISM,
     STREAMREC_SASL_USERNAME, STREAMREC_SASL_PASSWORD, STREAMREC_SSL_CAFILE, STREAMREC_SSL_CERTFILE,
-    STREAMREC_SSL_KEYFILE; STREAMREC_API_<NAME> overrides each for the API.
+    STREAMREC_SSL_KEYFILE (the same variables as every streamrec process).
 
     Limits: STREAMREC_API_MAX_BATCH (500 events per batch), STREAMREC_API_MAX_BODY_BYTES (1 MiB per batch).
     """

@@ -35,14 +35,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from model.datasets import Movie, Rating, load_movies, load_ratings
+from model.evaluation.datasets import Movie, Rating, load_movies, load_ratings
 from serving.sdk import EventProducer
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
+from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
+from stream.process import StreamProcess
 from stream.schemas import Event, Item
-from stream.stream_process import StreamProcess
-from stream.topics import create_topics
 
 OPS_PROMETHEUS = Path(__file__).resolve().parent.parent / "ops" / "prometheus"
 

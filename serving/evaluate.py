@@ -4,7 +4,7 @@ baselines, in process (no broker), with the same model code the worker serves wi
 ``hybrid-finetuned`` (the hybrid on a LoRA-adapted encoder, micro-fine-tuned inside the replay)
 runs only when named in ``models``: its cycles train a transformer, minutes on a GPU, far longer
 on a CPU (each cycle is time-boxed by ``FinetuneSchedule.budget_s``). Its cycle is the live
-learner's: the same function (:func:`model.finetune_cycle.guarded_cycle`) with the same
+learner's: the same function (:func:`model.finetune.cycle.guarded_cycle`) with the same
 schedule (``Settings.finetune_schedule()``)."""
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from model.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
-from model.encoder import TextEncoder
-from model.evaluation import PrequentialResult, prequential
-from model.finetune_cycle import Cycle, FinetuneSchedule, cycles_markdown
-from model.finetuned_hybrid import FinetunedHybrid
-from model.hybrid import HybridWeights
-from model.item_index import ItemIndex, ItemInfo
-from model.item_text import render_item_text
-from model.online_hybrid import OnlineHybrid
-from model.recommender import Interaction, Recommender
+from model.embedding.encoder import TextEncoder
+from model.embedding.item_index import ItemIndex, ItemInfo
+from model.embedding.item_text import render_item_text
+from model.evaluation.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
+from model.evaluation.finetuned_hybrid import FinetunedHybrid
+from model.evaluation.online_hybrid import OnlineHybrid
+from model.evaluation.prequential import PrequentialResult, prequential
+from model.evaluation.protocol import Interaction, Recommender
+from model.finetune.cycle import Cycle, FinetuneSchedule, cycles_markdown
+from model.scoring.hybrid import HybridWeights
 from stream.config import Settings
 
 
@@ -48,7 +48,7 @@ def load_log(dataset: str | None, events_file: Path | None, items_file: Path | N
         return events, items
     if dataset != "movielens-100k":
         raise ValueError(f"unknown dataset {dataset!r}: use movielens-100k or --events-file")
-    from model.datasets import load_movies, load_ratings
+    from model.evaluation.datasets import load_movies, load_ratings
 
     events = [Interaction(r.user_id, r.item_id, r.ts_ms, "rating", r.rating) for r in load_ratings()]
     items = [(m.item_id, m.display_title, m.category, m.tags, None) for m in load_movies()]

@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from model.decay import DEFAULT_HALF_LIFE_S
-
-from model.finetune_cycle import FinetuneSchedule
-from model.hybrid import HybridWeights
+from model.finetune.cycle import FinetuneSchedule
+from model.scoring.decay import DEFAULT_HALF_LIFE_S
+from model.scoring.hybrid import HybridWeights
+from stream.kafka.connection import KafkaConnection
 
 _CYCLE = FinetuneSchedule()  # the defaults of the fine-tune fields below
 _WEIGHTS = HybridWeights()  # and of the hybrid's betas
 
 
-class Settings(BaseSettings):
-    """One place for the knobs; each field is also an env var, e.g. ``STREAMREC_BOOTSTRAP``."""
+class Settings(KafkaConnection):
+    """One place for the knobs; each field is also an env var, e.g. ``STREAMREC_K``. The Kafka
+    connection (``STREAMREC_BOOTSTRAP``, SSL, SASL) is :class:`~stream.kafka.connection.KafkaConnection`'s."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", hide_input_in_errors=True,
                                       env_parse_none_str="null")
 
-    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol of every client (real clusters: SSL / SASL_SSL)")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field("PLAIN", description="SASL mechanism")
-    sasl_username: str | None = Field(None, description="SASL user")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
-    ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers (PEM)")
-    ssl_certfile: str | None = Field(None, description="client certificate for mutual TLS (PEM)")
-    ssl_keyfile: str | None = Field(None, description="client key for mutual TLS (PEM)")
-    ssl_keyfile_password: SecretStr | None = Field(None, description="password of the client key")
     topic_prefix: str = Field("streamrec.", description="prefix of every topic name")
     partitions: int = Field(4, ge=1, description="partitions of the keyed topics (events, recommendations)")
     app_id: str = Field("streamrec-worker", description="Faust app id / consumer group of the workers")
@@ -50,7 +39,7 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(None, description="static consumer-group member id (Kafka group.instance.id): "
                                     "a worker restarted with the same id takes its partitions back at once")
     session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
-    empty_fetch_backoff_s: float = Field(0.005, ge=0, description="pause after an empty fetch (see stream.fetch_backoff)")
+    empty_fetch_backoff_s: float = Field(0.005, ge=0, description="pause after an empty fetch (see stream.kafka.fetch_backoff)")
     model_store: str = Field(".streamrec/models", description="model store: a directory or any fsspec URI")
     snapshot_every_events: int = Field(50_000, ge=1, description="learner: snapshot after this many new events")
     learner_nice: int = Field(10, ge=0, le=19, description="learner: CPU priority below the workers (nice)")
@@ -81,66 +70,6 @@ class Settings(BaseSettings):
     finetune_threads: int = Field(1, ge=1, description="learner: CPU threads for training (cuda is used when present)")
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 
-
-    @model_validator(mode="after")
-    def _sasl_needs_credentials(self) -> Settings:
-        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
-            raise ValueError(f"security_protocol {self.security_protocol} needs STREAMREC_SASL_USERNAME and "
-                             "STREAMREC_SASL_PASSWORD")
-        return self
-
-    def _ssl_context(self):
-        if self.security_protocol not in ("SSL", "SASL_SSL"):
-            return None
-        from aiokafka.helpers import create_ssl_context
-
-        password = self.ssl_keyfile_password.get_secret_value() if self.ssl_keyfile_password else None
-        return create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile,
-                                  password=password)
-
-    def aiokafka_config(self) -> dict:
-        """Address and security keyword arguments of an aiokafka client.
-
-        >>> Settings(bootstrap="k1:9092,k2:9092").aiokafka_config()
-        {'bootstrap_servers': ['k1:9092', 'k2:9092'], 'security_protocol': 'PLAINTEXT'}
-        """
-        config: dict = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol}
-        context = self._ssl_context()
-        if context is not None:
-            config["ssl_context"] = context
-        if self.security_protocol.startswith("SASL_"):
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.get_secret_value())
-        return config
-
-    def kafka_python_config(self) -> dict:
-        """Address and security keyword arguments of a kafka-python client.
-
-        >>> cfg = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
-        ...                sasl_username="svc", sasl_password="s3cret").kafka_python_config()
-        >>> cfg["sasl_mechanism"], cfg["sasl_plain_username"], cfg["sasl_plain_password"]
-        ('SCRAM-SHA-512', 'svc', 's3cret')
-        """
-        config: dict = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol}
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            config.update(ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
-                          ssl_password=self.ssl_keyfile_password.get_secret_value() if self.ssl_keyfile_password
-                          else None)
-        if self.security_protocol.startswith("SASL_"):
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.get_secret_value())
-        return config
-
-    def faust_credentials(self):
-        """Faust's ``broker_credentials`` for this security set-up (None: plaintext)."""
-        import faust
-
-        if self.security_protocol.startswith("SASL_"):
-            return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password.get_secret_value(),
-                                         mechanism=self.sasl_mechanism, ssl_context=self._ssl_context())
-        if self.security_protocol == "SSL":
-            return faust.SSLCredentials(self._ssl_context())
-        return None
 
     def hybrid_weights(self) -> HybridWeights:
         return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending)

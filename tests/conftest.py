@@ -11,8 +11,8 @@ import pytest
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
-from stream.stream_process import StreamProcess
-from stream.topics import create_topics
+from stream.kafka.topics import create_topics
+from stream.process import StreamProcess
 
 
 @pytest.fixture(scope="session")

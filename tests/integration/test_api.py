@@ -289,23 +289,23 @@ def test_without_a_reachable_broker_the_api_is_live_but_not_ready_and_refuses_wr
 
 
 def test_configuration_keys_scopes_and_kafka_security(monkeypatch):
-    monkeypatch.setenv("STREAMREC_SECURITY_PROTOCOL", "SASL_SSL")  # deployment-wide
+    monkeypatch.setenv("STREAMREC_SECURITY_PROTOCOL", "SASL_SSL")  # deployment-wide, as for every process
     monkeypatch.setenv("STREAMREC_SASL_MECHANISM", "SCRAM-SHA-256")
     monkeypatch.setenv("STREAMREC_SASL_USERNAME", "shared-user")
-    monkeypatch.setenv("STREAMREC_API_SASL_USERNAME", "api-user")  # the API's own wins
     monkeypatch.setenv("STREAMREC_SASL_PASSWORD", "pa55word")
     monkeypatch.setenv("STREAMREC_API_READ_KEYS", " r1 , r2,")
-    api = ApiSettings()
-    config = api.kafka_client_config("b1:9093")
+    api, settings = ApiSettings(), Settings()
+    state = create_api(settings, api).state.serving  # the client config every Kafka client of the API uses
+    config = state.client_config
     assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-256"
-    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("api-user", "pa55word")
+    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("shared-user", "pa55word")
     assert config["ssl_context"].verify_mode.name == "CERT_REQUIRED"
-    assert "pa55word" not in repr(api) and "r2" not in repr(api)
+    assert "pa55word" not in repr(settings) and "r2" not in repr(api)
 
-    monkeypatch.delenv("STREAMREC_SASL_PASSWORD")
-    with pytest.raises(ValueError, match="needs sasl_username and sasl_password") as err:
-        ApiSettings()
-    assert "r2" not in str(err.value)  # inputs (keys) are hidden from the error
+    monkeypatch.delenv("STREAMREC_SASL_USERNAME")
+    with pytest.raises(ValueError, match="needs STREAMREC_SASL_USERNAME and STREAMREC_SASL_PASSWORD") as err:
+        Settings()
+    assert "pa55word" not in str(err.value)  # inputs (secrets) are hidden from the error
 
     monkeypatch.delenv("STREAMREC_API_READ_KEYS")
     monkeypatch.setenv("STREAMREC_SECURITY_PROTOCOL", "PLAINTEXT")

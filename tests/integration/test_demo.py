@@ -13,7 +13,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from model.datasets import load_ratings
+from model.evaluation.datasets import load_ratings
 from serving.demo import OPS_PROMETHEUS, run_demo, start_prometheus
 
 pytestmark = pytest.mark.integration

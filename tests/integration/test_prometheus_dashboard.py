@@ -21,7 +21,7 @@ from stream.broker import free_port
 from stream.config import Settings
 from tests.conftest import read_topic
 from tests.integration.test_worker import has_trigger, publish_catalogue
-from tests.test_ops import PROMETHEUS_DIR, dashboard_exprs, require_tool
+from tests.ops.test_ops import PROMETHEUS_DIR, dashboard_exprs, require_tool
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import uuid
 import numpy as np
 import pytest
 
+from model.user.state import UserState
 from serving.sdk import EventProducer
-from model.user_state import UserState
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
+from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum
-from stream.stream_process import StreamProcess
-from stream.topics import create_topics
+from stream.process import StreamProcess
 from tests.integration.test_worker import KITCHEN, SHOES, publish_catalogue
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,74 @@
+"""The whole recommender in one process: per-user states (as the worker keeps them) plus the
+global CF and trending models (as the learner keeps them), behind the Recommender protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from model.embedding.item_index import ItemIndex
+from model.evaluation.protocol import Interaction
+from model.scoring.cooccurrence import ItemCooccurrence
+from model.scoring.decay import DEFAULT_HALF_LIFE_S
+from model.scoring.hybrid import HybridRecommender, HybridWeights
+from model.scoring.trending import TrendingPopularity
+from model.user.preference import REJECTING_TYPES
+from model.user.state import UserState
+
+
+class OnlineHybrid:
+    """Test-then-learn-able hybrid: ``learn_one`` updates the user's preference vector and
+    history exactly as a worker does, and CF co-occurrence and trending counts as the learner
+    does; ``recommend`` calls the same :class:`HybridRecommender` the worker serves with.
+
+    >>> from model.embedding.item_index import ItemInfo
+    >>> index = ItemIndex(dim=2)
+    >>> index.upsert([ItemInfo("a", "A"), ItemInfo("b", "B"), ItemInfo("c", "C")],
+    ...              np.array([[1, 0], [0.9, 0.44], [0, 1]], dtype=np.float32))
+    >>> model = OnlineHybrid(index)
+    >>> for user, item in [("u1", "a"), ("u1", "c"), ("u2", "a")]:
+    ...     model.learn_one(Interaction(user, item, ts=0, type="purchase"))
+    >>> model.recommend("u2", k=2, exclude={"a"})  # u1 bought a and c together
+    ['c', 'b']
+    """
+
+    def __init__(self, index: ItemIndex, weights: HybridWeights = HybridWeights(), name: str = "hybrid",
+                 half_life_s: float = DEFAULT_HALF_LIFE_S, history_size: int = 50,
+                 cf: ItemCooccurrence | None = None, trending: TrendingPopularity | None = None,
+                 mmr_lambda: float = 1.0) -> None:
+        self.name = name
+        self.index = index
+        self.half_life_s = half_life_s
+        self.history_size = history_size
+        self.cf = cf if cf is not None else ItemCooccurrence()
+        self.trending = trending if trending is not None else TrendingPopularity()
+        self.scorer = HybridRecommender(index, self.cf, self.trending, weights, mmr_lambda=mmr_lambda)
+        self.states: dict[str, UserState] = {}
+        self._events = 0
+
+    def _state(self, user_id: str) -> UserState:
+        state = self.states.get(user_id)
+        if state is None:
+            state = UserState.new(self.index.dim, self.half_life_s, self.history_size)
+        return state
+
+    def learn_one(self, event: Interaction) -> None:
+        row = self.index.row_of(event.item_id)
+        if row is None:
+            return
+        self._events += 1
+        state = self.states.setdefault(event.user_id, self._state(event.user_id))
+        state.learn(f"#{self._events}", event.item_id, event.type, event.value, event.ts, self.index.vectors[row])
+        if event.type not in REJECTING_TYPES:
+            self.cf.learn_one(event.user_id, row, event.ts)
+            self.trending.learn_one(row, event.ts)
+
+    def recommend(self, user_id: str, k: int, exclude: set[str] = frozenset()) -> list[str]:
+        [scored] = self.scorer.recommend([self._state(user_id)], k, [set(exclude)])
+        return [s.item_id for s in scored]
+
+    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
+        total, _, _ = self.scorer.score_all([self._state(user_id)])
+        rows = [self.index.row_of(i) for i in item_ids]
+        return np.array([total[0, r] if r is not None else -np.inf for r in rows], dtype=np.float64)

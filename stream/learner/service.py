@@ -1,0 +1,225 @@
+"""The learner: its own reader of every event; keeps the global models (item co-occurrence CF,
+trending popularity) fresh, fine-tunes the encoder's LoRA adapter, and ships both to the
+workers as versioned, checksummed model versions.
+
+Loop: read ``items`` (item texts), ``model-updates`` (the adapter in service) and ``events``
+(all partitions, no consumer group: on restart it relearns from the start of the topic's
+retention) -> learn CF + trending, cut (history -> next item) training examples -> every
+``snapshot_every_events`` events or ``snapshot_every_s`` seconds with news: save a snapshot in
+the model store and announce it on ``model-updates``; per :class:`CycleTrigger`: a guarded
+fine-tune cycle in a thread (:mod:`stream.learner.adapter_training`). Workers swap atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+from model.drift import DETECTORS
+from model.embedding.encoder import TextEncoder
+from model.finetune.cycle import FinetuneSchedule
+from model.finetune.examples import NextItemExamples
+from model.scoring.global_learner import GlobalLearner
+from stream import metrics
+from stream.config import Settings, topic_name
+from stream.learner.adapter_training import AdapterTrainer
+from stream.model_store import ModelStore, SnapshotError
+from stream.schemas import InvalidEvent, parse_event, parse_item
+from stream.worker.catalogue import item_text
+from stream.worker.model_updates import announcement_kind, load_announced
+
+log = logging.getLogger(__name__)
+
+
+def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
+    """Tell the workers to serve ``version`` of ``store`` (a new version, or a rollback); the
+    record is keyed by the version's kind (global, adapter)."""
+    manifest = store.manifest(version)
+    announcement = {"version": version, "kind": manifest.kind, "uri": f"{store.uri.rstrip('/')}/{version}",
+                    "sha256": store.manifest_sha256(version), "created_ts": manifest.created_ts,
+                    "metrics": manifest.metrics}
+    producer.send(topic, key=manifest.kind.encode(), value=json.dumps(announcement).encode())
+    producer.flush()
+    return announcement
+
+
+def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
+    """Store a snapshot, announce it, and keep only the newest ``keep_versions`` of each kind."""
+    snapshot = learner.snapshot()
+    manifest = store.save({"global.npz": snapshot.to_bytes()},
+                          metrics={"events_learned": learner.events, "items": len(learner.item_ids),
+                                   "cf_items": int(len(snapshot.cf_rows))})
+    announcement = announce(store, manifest.version, producer, topic)
+    store.prune(keep=keep_versions)
+    metrics.LEARNER_SNAPSHOTS.inc()
+    metrics.record_model_version("global", manifest.version, manifest.created_ts)
+    return announcement
+
+
+class CycleTrigger:
+    """When the learner starts a fine-tune cycle: every ``schedule.every_events`` events
+    learned, or after ``schedule.every_s`` seconds if any came in, or as soon as a drift
+    detector asks (:meth:`request`) and something new came in; never while a cycle runs (the
+    caller checks).
+
+    >>> trigger = CycleTrigger(FinetuneSchedule(every_events=100, every_s=60.0), now=0.0)
+    >>> trigger.due(events=50, now=10.0), trigger.due(events=100, now=11.0)
+    (None, 'every 100 events')
+    >>> trigger.started(events=100, now=11.0); trigger.request("drift: hit_rate_adwin")
+    >>> trigger.due(events=101, now=12.0)
+    'drift: hit_rate_adwin'
+    """
+
+    def __init__(self, schedule: FinetuneSchedule, now: float) -> None:
+        self.every_events = schedule.every_events
+        self.every_s = schedule.every_s
+        self._last_events = 0
+        self._last_time = now
+        self._requested: str | None = None
+
+    def request(self, reason: str) -> None:
+        self._requested = self._requested or reason
+
+    def due(self, events: int, now: float) -> str | None:
+        fresh = events - self._last_events
+        if self._requested and fresh > 0:
+            return self._requested
+        if fresh >= self.every_events:
+            return f"every {self.every_events} events"
+        if fresh > 0 and now - self._last_time >= self.every_s:
+            return f"every {self.every_s:.0f}s"
+        return None
+
+    def started(self, events: int, now: float) -> None:
+        self._last_events, self._last_time, self._requested = events, now, None
+
+
+def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
+    """Learn from ``events`` forever (or ``stop_after_s``): CF + trending snapshots as
+    configured, and (``settings.finetune``) guarded adapter fine-tune cycles in a thread."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    if settings.learner_nice:  # background work: let the workers and the broker go first
+        os.nice(settings.learner_nice)
+    metrics.serve_metrics(settings.metrics_host, settings.learner_metrics_port)
+    learner = GlobalLearner(settings.trending_half_life_s, cf_min_item_count=settings.cf_min_item_count)
+    schedule = settings.finetune_schedule()
+    examples = NextItemExamples(schedule.buffer_size, settings.history_size)
+    catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
+    catalogue_order: tuple[str, ...] = ()  # what examples' priors are over (rebuilt when it changes)
+    weights = settings.hybrid_weights()
+    store = ModelStore(settings.model_store)
+    topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
+    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    assignment = []
+    for topic in topics.values():
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            log.warning("waiting for topic %s (create the topics: streamrec topics create)", topic)
+        while not partitions:
+            time.sleep(0.5)
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assignment)
+    producer = KafkaProducer(**settings.kafka_python_config())
+    trainer = None
+    if settings.finetune:
+        trainer = AdapterTrainer(
+            store, lambda version: announce(store, version, producer, topics["model-updates"]),
+            lambda: TextEncoder(settings.encoder_dir), schedule, half_life_s=settings.half_life_s,
+            content_weight=settings.weight_content, threads=settings.finetune_threads)
+    started = last_snapshot = time.monotonic()
+    trigger = CycleTrigger(schedule, started)
+    since_snapshot = 0
+    log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri,
+             "on" if trainer else "off")
+    try:
+        while stop_after_s is None or time.monotonic() - started < stop_after_s:
+            batch = consumer.poll(timeout_ms=0, max_records=5000)
+            if not batch:
+                time.sleep(0.02)  # noida-db answers fetches at once: pause instead of spinning
+            by_topic: dict[str, list] = {}
+            for tp, records in batch.items():
+                by_topic.setdefault(tp.topic, []).extend(records)
+            if by_topic.get(topics["items"]):
+                follow_catalogue(catalogue, by_topic[topics["items"]])
+                catalogue_order = tuple(sorted(catalogue))
+            if trainer is not None:
+                follow_adapters(trainer, by_topic.get(topics["model-updates"], []))
+            for signal in (_json(r.value) for r in by_topic.get(topics["drift-signals"], [])):
+                if signal and signal.get("detector") in DETECTORS:
+                    metrics.DRIFT_SIGNALS.labels(signal["detector"]).inc()
+                    trigger.request(f"drift: {signal['detector']}")
+            for record in by_topic.get(topics["events"], []):
+                try:
+                    event = parse_event(record.value, settings.max_event_bytes)
+                except InvalidEvent:
+                    continue  # the workers send it to the DLQ
+                if learner.has_seen(event.event_id):
+                    continue
+                if event.type == "forget_user":
+                    examples.forget(event.user_id)
+                elif event.item_id is not None:  # its prior: CF + trending before the event is learned
+                    examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts,
+                                     prior=lambda: (learner.prior(event.user_id, catalogue_order, weights),
+                                                    catalogue_order))
+                learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts)
+                since_snapshot += 1
+                metrics.LEARNER_EVENTS.inc()
+            due = (since_snapshot >= settings.snapshot_every_events
+                   or (since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s))
+            if due:
+                announcement = publish_snapshot(learner, store, producer, topics["model-updates"],
+                                                settings.keep_versions)
+                log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
+                since_snapshot, last_snapshot = 0, time.monotonic()
+            if trainer is not None and not trainer.busy and len(examples.buffer) >= schedule.min_examples:
+                reason = trigger.due(learner.events, time.monotonic())
+                if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason, learner.events):
+                    trigger.started(learner.events, time.monotonic())
+    finally:
+        if trainer is not None:
+            trainer.wait(timeout=5)
+        consumer.close()
+        producer.close()
+
+
+def follow_catalogue(catalogue: dict[str, str], records) -> None:
+    """Keep item_id -> text current from ``items`` records (tombstones and deletions remove)."""
+    for record in records:
+        key = record.key.decode("utf-8", errors="replace") if record.key else None
+        if record.value is None:
+            catalogue.pop(key, None)
+            continue
+        try:
+            item = parse_item(record.value)
+        except InvalidEvent:
+            continue
+        if item.deleted:
+            catalogue.pop(item.item_id, None)
+        else:
+            catalogue[item.item_id] = item_text(item)
+
+
+def follow_adapters(trainer: AdapterTrainer, records) -> None:
+    """Fine-tune on top of the adapter the workers were last told to serve (after a restart
+    or a rollback), when it passes its checksums."""
+    adapters = [a for a in (_json(r.value) for r in records) if a and announcement_kind(a) == "adapter"]
+    if not adapters:
+        return
+    try:
+        verified = load_announced(adapters[-1])
+        trainer.follow(verified.version)
+    except SnapshotError as err:
+        log.error("announced adapter not followed: %s", err)
+
+
+def _json(raw: bytes | None) -> dict | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,377 @@
+"""The ingest step of a worker: validate -> dedupe -> update user state -> top-K -> publish.
+
+Plain glue over model/: it takes a batch of Kafka records and a table-like mapping, and
+hands records to publish to async sinks. The Faust agent in :mod:`stream.worker.app` only feeds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+
+from model.drift import CentroidShift, Detection, DriftMonitor, ScoreDrift
+from model.embedding.item_index import ItemIndex
+from model.scoring.hybrid import HybridRecommender
+from model.scoring.snapshot import GlobalSnapshot
+from model.user.state import UserState
+from stream import metrics
+from stream.config import Settings
+from stream.model_store import SnapshotError
+from stream.schemas import (
+    Event,
+    InvalidEvent,
+    Recommendation,
+    RecommendedItem,
+    now_ms,
+    parse_event,
+)
+from stream.worker.model_updates import VerifiedVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where a record came from, for the DLQ."""
+
+    raw: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+Publish = Callable[[bytes, bytes | None], Awaitable[None]]  # key, value (None: tombstone)
+SignalDrift = Callable[[Detection], Awaitable[None]]
+DeadLetter = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[None]]
+
+
+class IngestProcessor:
+    """Turns events into refreshed recommendation lists, one batch at a time.
+
+    All users who changed in a batch are scored with one matrix product. Decoded user states
+    are kept in an LRU cache and trusted only while the table holds the very bytes we wrote
+    (a recovery or rebalance replaces them, and the state is decoded afresh).
+    """
+
+    def __init__(self, settings: Settings, index: ItemIndex, table: MutableMapping[bytes, bytes],
+                 publish: Publish, dead_letter: DeadLetter, encoder_name: str,
+                 signal_drift: SignalDrift | None = None) -> None:
+        self.settings = settings
+        self.index = index
+        self.table = table
+        self.publish = publish
+        self.dead_letter = dead_letter
+        self.encoder_name = encoder_name
+        self.global_version: str | None = None  # the learner's CF + trending snapshot in use
+        self.space = "base"  # the adapter version the item vectors come from ("base": none)
+        self.weights = settings.hybrid_weights()
+        # Until the learner's first snapshot arrives there is no CF nor trending: content only.
+        self.recommender = HybridRecommender(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
+        self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
+        self._waiting_scanned = False
+        self._started = False  # set by the first batch, i.e. after the table was recovered
+        self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
+        self.last_active: OrderedDict[bytes, float] = OrderedDict()  # user key -> last save, oldest first
+        self._recovered_users_seen = False
+        self.drift = DriftMonitor()
+        self.signal_drift = signal_drift
+        self._detections: list[Detection] = []
+        self.cache_size = 100_000
+
+    @property
+    def model_version(self) -> str:
+        """What served a list: ``hybrid:<global version>`` (or ``content:<encoder>`` before the
+        first snapshot), plus ``+adapter:<version>`` once a fine-tuned adapter is in use."""
+        served = f"hybrid:{self.global_version}" if self.global_version else f"content:{self.encoder_name}"
+        return served if self.space == "base" else f"{served}+adapter:{self.space}"
+
+    # -- state ---------------------------------------------------------------------------
+    def _new_state(self) -> UserState:
+        state = UserState.new(self.index.dim, self.settings.half_life_s, self.settings.history_size)
+        state.space = self.space
+        return state
+
+    def _load(self, key: bytes) -> UserState:
+        """The user's state; decoded objects are cached while the table still holds our bytes.
+        A state from another embedding space is rebuilt in this one from its history."""
+        raw = self.table.get(key)
+        if raw is None:
+            return self._new_state()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is raw:
+            self._cache.move_to_end(key)
+            state = cached[1]
+        else:
+            state = UserState.from_bytes(raw)
+        if state.space != self.space:
+            state.rebuild(self.space, self.index.vector_of)
+        return state
+
+    def discard_cached_states(self) -> None:
+        """Forget decoded states (after a failed batch): the table's bytes are the truth."""
+        self._cache.clear()
+
+    def _save(self, key: bytes, state: UserState) -> None:
+        raw = state.to_bytes()
+        self.table[key] = raw
+        self.last_active[key] = time.monotonic()
+        self.last_active.move_to_end(key)
+        self._cache[key] = (raw, state)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    # -- batches -------------------------------------------------------------------------
+    async def process(self, records: list[SourceRecord]) -> None:
+        """Apply a batch; each user who changed gets one refreshed list reflecting all their events.
+
+        A user's events are applied in order. When a user has several events in one poll, the
+        list is computed once, after the last of them (its ``trigger_event_id``), so the work
+        per poll scales with users, not events; every event's latency is still measured.
+        """
+        self._started = True
+        metrics.BATCH_SIZE.observe(len(records))
+        per_user: dict[str, list[tuple[Event, SourceRecord]]] = defaultdict(list)
+        for rec in records:
+            try:
+                event = parse_event(rec.raw, self.settings.max_event_bytes)
+            except InvalidEvent as err:
+                metrics.EVENTS.labels("unknown", "dlq").inc()
+                await self.dead_letter(rec.raw, err, rec.topic, rec.partition, rec.offset)
+                continue
+            per_user[event.user_id].append((event, rec))
+
+        to_score: list[tuple[str, UserState, list[Event]]] = []
+        for user, events in per_user.items():
+            key = user.encode()
+            state = self._load(key)
+            applied: list[Event] = []
+            changed = False
+            for event, source in events:
+                if event.type == "forget_user":
+                    if applied:  # publish what came before the erasure, then forget it
+                        await self._publish_lists([(user, state, applied)])
+                    await self._forget(key, event)
+                    state = self._new_state()
+                    applied, changed = [], False
+                    continue
+                outcome = await self._apply(user, state, event, source)
+                if outcome is not None:
+                    applied.extend(outcome)
+                    changed = True
+            if applied:
+                to_score.append((user, state, applied))
+            elif changed:  # parked events only: persist them now
+                self._save(key, state)
+        await self._publish_lists(to_score)
+        for user, state, _ in to_score:
+            self._save(user.encode(), state)
+        await self._report_drift()
+
+    async def process_isolating_failures(self, records: list[SourceRecord]) -> None:
+        """:meth:`process`, never raising: when a batch fails, its records are retried one by one
+        and only those that fail alone go to the DLQ (``processing_error``); the others are
+        served (events saved before the failure are duplicates the second time)."""
+        try:
+            await self.process(records)
+            return
+        except Exception:
+            log.exception("batch of %d events failed; retrying its records one by one", len(records))
+        self.discard_cached_states()  # they may hold half-applied events
+        for rec in records:
+            try:
+                await self.process([rec])
+            except Exception as exc:
+                log.error("event at %s[%d]@%d failed alone: %s", rec.topic, rec.partition, rec.offset,
+                          type(exc).__name__)
+                metrics.EVENTS.labels("unknown", "dlq").inc()
+                error = InvalidEvent("processing_error", f"{type(exc).__name__}: {str(exc)[:200]}")
+                await self.dead_letter(rec.raw, error, rec.topic, rec.partition, rec.offset)
+
+    async def _apply(self, user: str, state: UserState, event: Event, source: SourceRecord) -> list[Event] | None:
+        """Update ``state`` with ``event``. Returns the events applied (parked ones whose item
+        arrived, then this one), ``[]`` when the event was parked, None when nothing changed."""
+        if state.has_seen(event.event_id) or any(p["event_id"] == event.event_id for p in state.pending):
+            metrics.EVENTS.labels(event.type, "duplicate").inc()
+            return None
+        vector = self.index.vector_of(event.item_id)
+        if vector is None:
+            if state.park(event.model_dump(exclude_none=True)):
+                self.waiting_users[event.item_id].add(user.encode())
+                metrics.PENDING_EVENTS.inc()
+                metrics.EVENTS.labels(event.type, "pending_item").inc()
+                return []
+            else:  # kept in the DLQ rather than silently dropped
+                metrics.EVENTS.labels(event.type, "dlq").inc()
+                error = InvalidEvent("pending_overflow", f"item {event.item_id!r} unknown and the user's "
+                                     f"pending buffer is full ({state.pending_limit} events)")
+                await self.dead_letter(source.raw, error, source.topic, source.partition, source.offset)
+            return None
+        applied = self._apply_pending(state)
+        if state.last_recommended:
+            self._check_hit(event.item_id in state.last_recommended)
+        state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+        self._drifted(self.drift.observe_item(vector))
+        metrics.EVENTS.labels(event.type, "processed").inc()
+        return applied + [event]
+
+    def _check_hit(self, hit: bool) -> None:
+        """Was the user's item in the list last served to them? Counted, and a rolling rate."""
+        metrics.ONLINE_HIT_CHECKS.labels(str(hit).lower()).inc()
+        self._drifted(self.drift.observe_hit(hit))
+
+    def _drifted(self, detection: Detection | None) -> None:
+        if detection is not None:
+            metrics.DRIFT_DETECTED.labels(detection.detector).inc()
+            self._detections.append(detection)
+
+    async def _report_drift(self) -> None:
+        """After a batch: the rolling hit rate and drift statistics to the gauges (once per batch,
+        not per event), detections to the learner."""
+        hit_rate = self.drift.online_hit_rate
+        if hit_rate == hit_rate:  # NaN before the first hit check
+            metrics.ONLINE_HIT_RATE.labels(str(self.settings.k)).set(hit_rate)
+        for detector, value in self.drift.statistics().items():
+            if value == value:  # NaN until the detector has seen data
+                metrics.DRIFT_STATISTIC.labels(detector).set(value)
+        detections, self._detections = self._detections, []
+        for detection in detections:
+            log.warning("drift detected by %s after %d observations (statistic %.4f)", detection.detector,
+                        detection.n, detection.statistic)
+            if self.signal_drift is not None:
+                await self.signal_drift(detection)
+
+    def _apply_pending(self, state: UserState) -> list[Event]:
+        """Apply parked events whose items are now known; return them."""
+        applied = []
+        still = []
+        for parked in state.pending:
+            vector = self.index.vector_of(parked["item_id"])
+            if vector is None:
+                still.append(parked)
+                continue
+            event = Event.model_validate(parked)
+            state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+            metrics.PENDING_EVENTS.dec()
+            metrics.EVENTS.labels(event.type, "processed").inc()
+            applied.append(event)
+        state.pending = still
+        return applied
+
+    async def _publish_lists(self, to_score: list[tuple[str, UserState, list[Event]]]) -> None:
+        if not to_score:
+            return
+        lists = self.recommender.recommend([state for _, state, _ in to_score], self.settings.k)
+        for (user, state, applied), scored in zip(to_score, lists):
+            state.last_recommended = [s.item_id for s in scored]
+            if scored:
+                self._drifted(self.drift.observe_scores([s.score for s in scored]))
+            trigger = applied[-1]
+            published = now_ms()
+            rec = Recommendation(
+                user_id=user,
+                items=[RecommendedItem(item_id=s.item_id, score=round(s.score, 6), reasons=list(s.reasons))
+                       for s in scored],
+                model_version=self.model_version,
+                trigger_event_id=trigger.event_id,
+                event_ts=trigger.ts,
+                published_ts=published,
+                k=self.settings.k,
+            )
+            await self.publish(user.encode(), rec.model_dump_json().encode())
+            metrics.RECOMMENDATIONS_PUBLISHED.inc()
+            for event in applied:
+                metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))
+
+    def expire_idle(self, now: float | None = None) -> int:
+        """Drop users idle for longer than ``settings.user_ttl_s`` from the table (its changelog
+        gets a tombstone, so memory stays bounded by the active users); returns how many.
+        Users recovered from the changelog count as active from the first call on."""
+        ttl = self.settings.user_ttl_s
+        if not ttl:
+            return 0
+        now = time.monotonic() if now is None else now
+        if not self._recovered_users_seen:  # once: users recovered from the changelog start now
+            self._recovered_users_seen = True
+            for key in self.table.keys():
+                if key not in self.last_active:
+                    self.last_active[key] = now
+                    self.last_active.move_to_end(key, last=False)
+        idle = []
+        for key, seen in self.last_active.items():  # oldest first: stop at the first active user
+            if now - seen <= ttl:
+                break
+            idle.append(key)
+        for key in idle:
+            del self.last_active[key]
+            self._cache.pop(key, None)
+            if key in self.table:
+                del self.table[key]
+        if idle:
+            metrics.USERS_EXPIRED.inc(len(idle))
+            metrics.USERS_IN_STATE.set(len(self.table))
+        return len(idle)
+
+    async def _forget(self, key: bytes, event: Event) -> None:
+        self.last_active.pop(key, None)
+        self._cache.pop(key, None)
+        if key in self.table:
+            del self.table[key]
+        await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
+        metrics.EVENTS.labels(event.type, "forgotten").inc()
+
+    def prepare_global_models(self, verified: VerifiedVersion) -> tuple[str, int, HybridRecommender]:
+        """Lay a snapshot out in this worker's item rows (CPU work: run it off the event loop)."""
+        try:
+            snapshot = GlobalSnapshot.from_bytes(verified.files["global.npz"])
+        except (KeyError, ValueError, OSError) as exc:
+            raise SnapshotError("corrupt", f"{verified.version}: unreadable snapshot ({exc})") from None
+        cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
+        recommender = HybridRecommender(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
+        return verified.version, verified.manifest.created_ts, recommender
+
+    def use_global_models(self, prepared: tuple[str, int, HybridRecommender]) -> None:
+        """Swap to prepared global models: one assignment, between two batches."""
+        self.global_version, _, recommender = prepared
+        recommender.index = self.index  # an adapter may have been promoted meanwhile: same rows
+        self.recommender = recommender
+        self.drift.scores = ScoreDrift()  # new scores, new scale: not a drift of the users
+
+    def use_space(self, version: str, index: ItemIndex) -> None:
+        """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
+        user's vector is rebuilt from their history in the new space when next loaded."""
+        self.index = index
+        self.recommender = HybridRecommender(index, self.recommender.cf, self.recommender.trending, self.weights,
+                                             mmr_lambda=self.settings.mmr_lambda)
+        self.space = version
+        self._cache.clear()
+        self.drift.scores, self.drift.centroid = ScoreDrift(), CentroidShift()  # a new space is no drift
+
+    # -- late items ----------------------------------------------------------------------
+    async def on_new_items(self, item_ids: list[str]) -> None:
+        """Apply events that were waiting for these items and refresh those users' lists."""
+        if not self._started:  # the first batch applies what it can; the table may still recover
+            return
+        if not self._waiting_scanned:  # after a restart: find parked events in the recovered table
+            self._waiting_scanned = True
+            for key, raw in list(self.table.items()):
+                for parked in UserState.from_bytes(raw).pending:
+                    self.waiting_users[parked["item_id"]].add(key)
+        users = set()
+        for item_id in item_ids:
+            users |= self.waiting_users.pop(item_id, set())
+        to_score = []
+        for key in users:
+            raw = self.table.get(key)
+            if raw is None:
+                continue
+            state = self._load(key)
+            applied = self._apply_pending(state)
+            if applied:
+                to_score.append((key.decode(), state, applied))
+        await self._publish_lists(to_score)
+        for user, state, _ in to_score:
+            self._save(user.encode(), state)

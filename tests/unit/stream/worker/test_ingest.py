@@ -1,0 +1,126 @@
+"""The ingest step on its own (a dict as the table): replays change nothing, idle users expire,
+forget_user erases, and the size of a user's state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+
+from model.embedding.item_index import ItemIndex, ItemInfo
+from model.user.state import UserState
+from stream.config import Settings
+from stream.worker.ingest import IngestProcessor, SourceRecord
+
+
+def processor(**overrides) -> tuple[IngestProcessor, dict, list]:
+    index = ItemIndex(dim=4)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32)
+    index.upsert([ItemInfo(f"i{n}", f"Item {n}") for n in range(20)], vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    table: dict[bytes, bytes] = {}
+    published: list = []
+
+    async def publish(key, value):
+        published.append((key, value))
+
+    async def dead_letter(*args):
+        published.append(("dlq", args))
+
+    return IngestProcessor(Settings(k=5, **overrides), index, table, publish, dead_letter, "test"), table, published
+
+
+def records(events: list[dict]) -> list[SourceRecord]:
+    return [SourceRecord(json.dumps(e).encode(), "events", 0, n) for n, e in enumerate(events)]
+
+
+EVENTS = [{"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 20}", "type": "click", "ts": 1000 * n}
+          for n in range(30)]
+
+
+def test_replaying_the_same_events_changes_no_state_and_publishes_nothing():
+    proc, table, published = processor()
+    asyncio.run(proc.process(records(EVENTS)))
+    before, lists = dict(table), len(published)
+    asyncio.run(proc.process(records(EVENTS)))  # at-least-once delivery: the same batch again
+    asyncio.run(proc.process(records(EVENTS[5:17])))  # and a part of it
+    assert table == before
+    assert len(published) == lists
+
+
+def test_idle_users_expire_after_the_ttl_and_a_returning_user_starts_afresh():
+    proc, table, _ = processor(user_ttl_s=60.0)
+    asyncio.run(proc.process(records(EVENTS)))
+    assert len(table) == 3
+    t0 = max(proc.last_active.values())
+    proc.last_active[b"u0"] = t0 - 120  # u0 has been idle for two minutes
+    assert proc.expire_idle(now=t0 + 1) == 1
+    assert sorted(table) == [b"u1", b"u2"]
+    assert proc.expire_idle(now=t0 + 30) == 0
+    asyncio.run(proc.process(records([{"event_id": "back", "user_id": "u0", "item_id": "i1", "type": "view",
+                                       "ts": 99_000}])))
+    assert len(UserState.from_bytes(table[b"u0"]).history) == 1
+    assert proc.expire_idle(now=t0 + 10_000) == 3  # everyone idle past the TTL
+
+
+def test_forget_user_erases_the_state_and_publishes_a_tombstone():
+    proc, table, published = processor()
+    asyncio.run(proc.process(records(EVENTS + [{"event_id": "f", "user_id": "u1", "type": "forget_user", "ts": 1}])))
+    assert b"u1" not in table and b"u1" not in proc.last_active
+    assert (b"u1", None) in published
+
+
+def test_bytes_of_state_per_user():
+    """Documents the size a user's state takes in the table (see docs/BENCHMARKS.md)."""
+    proc, table, _ = processor()
+    many = [{"event_id": f"{n:032x}", "user_id": "heavy", "item_id": f"i{n % 20}", "type": "view", "ts": n}
+            for n in range(400)]  # 32-character event ids, as the SDK makes them
+    asyncio.run(proc.process(records(many)))
+    heavy = len(table[b"heavy"])
+    state = UserState.from_bytes(table[b"heavy"])
+    assert len(state.history) == 50 and len(state.seen_event_ids) == 256  # bounded, however active
+    assert heavy < 13_000, heavy  # 12.7 KB: the dedupe window's ids take 70 % (docs/BENCHMARKS.md)
+
+
+def test_a_drift_detection_is_counted_and_signalled_to_the_learner():
+    from model.drift import CentroidShift, DriftMonitor
+    from stream.metrics import DRIFT_DETECTED
+
+    signals = []
+
+    async def signal(detection):
+        signals.append(detection)
+
+    proc, _, _ = processor()
+    proc.signal_drift = signal
+    proc.drift = DriftMonitor(centroid=CentroidShift(fast_half_life=5, slow_half_life=100, threshold=0.1, min_events=20))
+    before = DRIFT_DETECTED.labels("centroid_shift")._value.get()
+    # Everyone looks at items i0..i4 for a while, then only at i10..i14: tastes moved.
+    old = [{"event_id": f"o{n}", "user_id": f"u{n % 7}", "item_id": f"i{n % 5}", "type": "view", "ts": n}
+           for n in range(60)]
+    new = [{"event_id": f"n{n}", "user_id": f"u{n % 7}", "item_id": f"i{10 + n % 5}", "type": "view", "ts": 100 + n}
+           for n in range(30)]
+    asyncio.run(proc.process(records(old)))
+    assert signals == []
+    asyncio.run(proc.process(records(new)))
+    assert [s.detector for s in signals] == ["centroid_shift"]
+    assert DRIFT_DETECTED.labels("centroid_shift")._value.get() == before + 1
+
+
+def test_a_failing_event_goes_to_the_dlq_alone_and_the_rest_of_its_batch_is_served():
+    proc, table, published = processor()
+    sent = []
+
+    async def publish(key, value):
+        if key == b"u1" and value is not None:
+            raise RuntimeError("the broker refused this record")
+        sent.append(key)
+
+    proc.publish = publish
+    asyncio.run(proc.process_isolating_failures(records(EVENTS[:9])))  # users u0, u1, u2
+    assert sorted(set(sent)) == [b"u0", b"u2"]
+    dlq = [args for key, args in published if key == "dlq"]
+    assert len(dlq) == 3 and all(args[1].reason == "processing_error" for args in dlq)  # u1's three events
+    assert sorted(table) == [b"u0", b"u2"]
+    assert len(UserState.from_bytes(table[b"u0"]).history) == 3
