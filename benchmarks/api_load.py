@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import httpx
+from common import describe, proc_status_mb
 from kafka import KafkaProducer
-from machine import describe  # benchmarks/machine.py
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
@@ -71,13 +71,6 @@ def fill_topic(settings: Settings, users: int, seed: int = 7) -> float:
     producer.flush()
     producer.close()
     return time.perf_counter() - start
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def run_wrk(base: str, users: int, connections: int, duration_s: int, workdir: Path) -> dict:
@@ -159,7 +152,7 @@ def main() -> None:
             time.sleep(0.2)
         load_s = time.perf_counter() - start
         view_users = ready.json()["view_users"]
-        rss = rss_mb(api.pid)
+        rss = proc_status_mb(api.pid)
         print(f"API ready in {load_s:.1f} s (process start + view of {view_users:,} users), RSS {rss:.0f} MB")
 
         runs = {}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from machine import describe  # benchmarks/machine.py
+from common import describe  # benchmarks/common.py
 from river import drift
 
 from model.drift import CentroidShift, HitRateDrift, ScoreDrift, list_score

@@ -15,7 +15,7 @@ import argparse
 import datetime as dt
 import time
 
-from machine import describe  # benchmarks/machine.py
+from common import describe  # benchmarks/common.py
 from rich.console import Console
 
 from model.evaluation.finetuned_hybrid import FinetunedHybrid

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe  # benchmarks/machine.py
+from common import describe  # benchmarks/common.py
 
 from model.embedding.encoder import TextEncoder
 from model.embedding.item_index import ItemIndex, ItemInfo

@@ -36,7 +36,6 @@ import json
 import logging
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 import tracemalloc
@@ -45,7 +44,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from machine import describe  # benchmarks/machine.py
+from common import describe, dir_mb, load_average, mem_available_mb, proc_status_mb, product_item
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -58,7 +57,7 @@ from stream.config import Settings
 from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
 from stream.process import StreamProcess
-from stream.schemas import Event, Item
+from stream.schemas import Event
 from stream.worker.ingest import IngestProcessor, SourceRecord
 
 DIM = 384  # all-MiniLM-L6-v2, the worker's default encoder
@@ -155,30 +154,6 @@ def heap_per_user(infos: list[ItemInfo], users: int, cache_size: int | None) -> 
 
 
 # -- 2. a real worker ------------------------------------------------------------------------------
-def proc_status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def dir_mb(path: Path) -> float:
-    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True).stdout
-    return int(out.split()[0]) / 1024
-
-
-def mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
-
-
-def load_average() -> str:
-    """1, 5 and 15-minute load averages (the machine is shared)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 class WorkerRun:
     """Broker + topics + a worker + the catalogue; sends users and measures memory."""
 
@@ -202,8 +177,7 @@ class WorkerRun:
     def start(self) -> None:
         self.worker.start()
         for info in self.infos:
-            self.producer.send_item(Item(item_id=info.item_id, title=info.title, category=info.category,
-                                         description=f"A {info.category} product for everyday use."))
+            self.producer.send_item(product_item(info))
         self.producer.flush()
         self.worker.wait_ready(len(self.infos))
 
@@ -228,11 +202,11 @@ class WorkerRun:
         row = {"point": label, "users_sent": self.users, "events_sent": self.sent,
                "users_in_state": int(metric_sum(samples, "streamrec_users_in_state")),
                "users_expired": int(metric_sum(samples, "streamrec_users_expired_total")),
-               "worker_rss_mb": round(proc_status_kb(pid, "VmRSS") / 1024, 1),
-               "worker_rss_anon_mb": round(proc_status_kb(pid, "RssAnon") / 1024, 1),
+               "worker_rss_mb": round(proc_status_mb(pid, "VmRSS"), 1),
+               "worker_rss_anon_mb": round(proc_status_mb(pid, "RssAnon"), 1),
                "worker_peak_rss_mb": round(self.worker.peak_rss_mb(), 1),
-               "broker_rss_mb": round(proc_status_kb(self.broker.process.pid, "VmRSS") / 1024, 1),
-               "broker_rss_anon_mb": round(proc_status_kb(self.broker.process.pid, "RssAnon") / 1024, 1),
+               "broker_rss_mb": round(proc_status_mb(self.broker.process.pid, "VmRSS"), 1),
+               "broker_rss_anon_mb": round(proc_status_mb(self.broker.process.pid, "RssAnon"), 1),
                "broker_data_mb": round(dir_mb(self.workdir / "broker"), 1),
                "load_average": load_average()}
         self.console.print(f"  {label}: users in state {row['users_in_state']:,}, worker RSS "

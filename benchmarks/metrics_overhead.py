@@ -47,8 +47,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer
-from machine import describe  # benchmarks/machine.py
+from common import cpu_seconds, describe, load_average, product_item
 from rich.console import Console
 
 from model.embedding.item_index import ItemIndex
@@ -56,24 +55,12 @@ from model.evaluation.synthetic import shopping_workload
 from serving.sdk import EventProducer
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
+from stream.kafka.follow import consumer_from_start
 from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
 from stream.process import StreamProcess
-from stream.schemas import Item
 
 N_ITEMS = 200
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def load_average() -> str:
-    """1, 5 and 15-minute load averages (the machine is shared)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 class ListReader:
@@ -82,8 +69,7 @@ class ListReader:
     def __init__(self, settings: Settings) -> None:
         self.published: dict[str, int] = {}  # trigger_event_id -> published_ts
         self._stop = threading.Event()
-        self._consumer = KafkaConsumer(topic_name(settings, "recommendations"), bootstrap_servers=settings.bootstrap,
-                                       group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+        self._consumer = consumer_from_start(settings, [topic_name(settings, "recommendations")])
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -125,8 +111,7 @@ def one_run(broker: EmbeddedBroker, workdir: Path, n: int, metrics_on: bool, wor
     create_topics(settings)
     producer = EventProducer(settings)
     for info in workload.items:
-        producer.send_item(Item(item_id=info.item_id, title=info.title, category=info.category,
-                                description=f"A {info.category} product for everyday use."))
+        producer.send_item(product_item(info))
     producer.flush()
     worker = StreamProcess(settings, workdir / f"{run_id}.log")
     reader = ListReader(settings)

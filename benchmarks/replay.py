@@ -19,7 +19,7 @@ import os
 import statistics
 from pathlib import Path
 
-from machine import describe  # benchmarks/machine.py
+from common import describe  # benchmarks/common.py
 from rich.console import Console
 
 from serving.demo import run_demo

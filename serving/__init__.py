@@ -2,4 +2,4 @@
 ``streamrec`` CLI (:mod:`.cli`), the demo (:mod:`.demo`) and the evaluation command
 (:mod:`.evaluate`). Imports stream/ and model/."""
 
-__all__ = ["api", "cli", "demo", "evaluate", "sdk"]
+__all__ = ["api", "cli", "demo", "evaluate", "local_prometheus", "sdk"]

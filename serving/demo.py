@@ -14,11 +14,9 @@ at the end it reads one user's list through the API and a few key series through
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -29,22 +27,21 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
-import yaml
 from rich.columns import Columns
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from model.evaluation.datasets import Movie, Rating, load_movies, load_ratings
+from serving.local_prometheus import OPS_PROMETHEUS, start_prometheus
 from serving.sdk import EventProducer
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
+from stream.kafka.follow import consumer_from_start
 from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
-from stream.process import StreamProcess
+from stream.process import ChildProcess, StreamProcess, http_get
 from stream.schemas import Event, Item
-
-OPS_PROMETHEUS = Path(__file__).resolve().parent.parent / "ops" / "prometheus"
 
 
 def movie_item(movie: Movie) -> Item:
@@ -100,10 +97,7 @@ class RecommendationTally:
 
 
 def follow_recommendations(settings: Settings, tally: RecommendationTally, stop: threading.Event) -> None:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic_name(settings, "recommendations"), **settings.kafka_python_config(),
-                             group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = consumer_from_start(settings, [topic_name(settings, "recommendations")])
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=0, max_records=5000)
@@ -117,61 +111,7 @@ def follow_recommendations(settings: Settings, tally: RecommendationTally, stop:
         consumer.close()
 
 
-# -- the API and Prometheus next to the stream processes --------------------------------------
-def http_get(url: str, headers: dict | None = None, timeout_s: float = 5.0) -> tuple[int, bytes]:
-    """Status and body of a GET (an HTTP error status is an answer too; no answer raises OSError)."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-class ChildProcess:
-    """``command`` as a child process with its output in ``log_path``; stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.command = command
-        self.log_path = log_path
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> ChildProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_ok(self, url: str, timeout_s: float) -> None:
-        """Block until GET ``url`` answers 200."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if http_get(url, timeout_s=2)[0] == 200:
-                    return
-            except OSError:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: {url} not 200 after {timeout_s:.0f}s; see {self.log_path}")
-            time.sleep(0.25)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if not self.alive():
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
+# -- the API next to the stream processes ------------------------------------------------------
 def start_api(settings: Settings, read_key: str, log_path: Path) -> tuple[ChildProcess, int]:
     """``streamrec api`` on a free loopback port, with ``read_key`` as its only key (read scope)."""
     port = free_port()
@@ -199,111 +139,6 @@ def read_through_api(api_url: str, read_key: str, user_id: str, expected: list[s
                     "model_version": answer.get("model_version"), "items": items, "same_as_topic": items == expected,
                     "answer": answer}
         time.sleep(0.2)
-
-
-def prometheus_config(ops_config: dict, ports: dict[str, int], rules_dir: Path, interval: str = "1s") -> dict:
-    """ops/prometheus/prometheus.yml pointed at this machine's processes: job ``name`` scrapes
-    127.0.0.1:``ports[name]`` (a job without a port is left out), rule files are found in
-    ``rules_dir``, and scrapes and rules run every ``interval`` (a demo lasts minutes).
-
-    >>> ops = {"global": {"scrape_interval": "5s"}, "rule_files": ["alerts.yml"], "scrape_configs": [
-    ...     {"job_name": "streamrec-worker", "static_configs": [{"targets": ["127.0.0.1:9108"]}]},
-    ...     {"job_name": "streamrec-api", "static_configs": [{"targets": ["127.0.0.1:8000"]}]}]}
-    >>> config = prometheus_config(ops, {"streamrec-worker": 41234}, Path("/repo/ops/prometheus"))
-    >>> config["rule_files"], config["global"]["scrape_interval"]
-    (['/repo/ops/prometheus/alerts.yml'], '1s')
-    >>> config["scrape_configs"]
-    [{'job_name': 'streamrec-worker', 'static_configs': [{'targets': ['127.0.0.1:41234']}]}]
-    """
-    return {
-        **ops_config,
-        "global": {**ops_config.get("global", {}), "scrape_interval": interval, "evaluation_interval": interval},
-        "rule_files": [str(rules_dir / name) for name in ops_config.get("rule_files", [])],
-        "scrape_configs": [{**job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]}
-                           for job in ops_config["scrape_configs"] if job["job_name"] in ports],
-    }
-
-
-class LocalPrometheus:
-    """The ``prometheus`` binary on a free loopback port, with the jobs and alert rules of
-    ops/prometheus/ pointed at ``ports`` (job name -> metrics port); data and log in ``work_dir``."""
-
-    def __init__(self, binary: str, work_dir: Path, ports: dict[str, int]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        work_dir.mkdir(parents=True, exist_ok=True)
-        ops_config = yaml.safe_load((OPS_PROMETHEUS / "prometheus.yml").read_text())
-        config_path = work_dir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config(ops_config, ports, OPS_PROMETHEUS), sort_keys=False))
-        self.child = ChildProcess("prometheus", [
-            binary, f"--config.file={config_path}", f"--storage.tsdb.path={work_dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}"], work_dir / "prometheus.log")
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        self.child.start()
-        self.child.wait_ok(f"{self.url}/-/ready", timeout_s)
-
-    def stop(self) -> None:
-        self.child.stop()
-
-    def api(self, path: str, **params: str):
-        status, body = http_get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
-        answer = json.loads(body)
-        if status != 200:
-            raise RuntimeError(f"prometheus {path} {params}: {answer.get('error', status)}")
-        return answer["data"]
-
-    def value(self, expr: str) -> float | None:
-        """The value of an instant query that yields one series (None: no series, or NaN)."""
-        result = self.api("query", query=expr)["result"]
-        value = float(result[0]["value"][1]) if result else math.nan
-        return None if math.isnan(value) else value
-
-    def readings(self, window_s: float, events: int, timeout_s: float = 30.0) -> dict:
-        """Key series over the last ``window_s`` seconds (the replay), once a scrape has seen all
-        ``events``: events/s the workers took in (``streamrec_batch_events_sum``, a series that
-        exists from the worker's start, so a short replay is counted from its first event), p99
-        event-to-recommendation latency, the worker's online hit rate over its last 1,000 checks,
-        and the alert rules with the alerts pending or firing."""
-        deadline = time.monotonic() + timeout_s
-        while (self.value("sum(streamrec_batch_events_sum)") or 0) < events and time.monotonic() < deadline:
-            time.sleep(0.5)
-        window = f"{max(math.ceil(window_s), 5)}s"
-        events_per_s = self.value(f"sum(rate(streamrec_batch_events_sum[{window}]))")
-        p99 = self.value("histogram_quantile(0.99, sum by (le) "
-                         f"(rate(streamrec_event_to_recommendation_seconds_bucket[{window}])))")
-        hit_rate = self.value("avg(streamrec_online_hit_rate)")
-        rules = [r for g in self.api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"]
-        return {
-            "window": window,
-            "events_per_s": None if events_per_s is None else round(events_per_s, 1),
-            "latency_p99_ms": None if p99 is None else round(p99 * 1000, 1),
-            "online_hit_rate_at_10": None if hit_rate is None else round(hit_rate, 4),
-            "alert_rules": len(rules),
-            "alerts": {a["labels"]["alertname"]: a["state"] for a in self.api("alerts")["alerts"]},
-        }
-
-
-def start_prometheus(console: Console, work_dir: Path, ports: dict[str, int]) -> LocalPrometheus | None:
-    """A started :class:`LocalPrometheus`, or None (said why) when it cannot run here."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        console.print("[yellow]--prometheus: no `prometheus` binary on PATH. Install it with `make ops-tools` or "
-                      "`apt-get install prometheus`; the demo goes on without it.[/]")
-        return None
-    if not (OPS_PROMETHEUS / "prometheus.yml").is_file():
-        console.print(f"[yellow]--prometheus: {OPS_PROMETHEUS / 'prometheus.yml'} is missing (run the demo from a "
-                      "checkout of the repository); the demo goes on without Prometheus.[/]")
-        return None
-    prometheus = LocalPrometheus(binary, work_dir, ports)
-    try:
-        with console.status("starting Prometheus"):
-            prometheus.start()
-    except (RuntimeError, TimeoutError) as err:
-        prometheus.stop()
-        console.print(f"[yellow]--prometheus: {err}; the demo goes on without it.[/]")
-        return None
-    return prometheus
 
 
 # -- the demo -------------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
-"""Wire schemas (JSON, UTF-8) of the topics, as in DESIGN.md. Unknown fields are ignored."""
+"""Wire schemas (JSON, UTF-8) of the topics: ``events``, ``items``, ``recommendations`` and
+``events.dlq`` (docs/ARCHITECTURE.md). Unknown fields are ignored."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.embedding.item_text import render_item_text
 
 SCHEMA_VERSION = 1
 
@@ -56,6 +60,20 @@ class Item(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=100)
     available: bool = True
     deleted: bool = False
+
+    @property
+    def text(self) -> str:
+        """What the encoder embeds: "title. category. description. tags"."""
+        return render_item_text(self.title, self.category, self.description, self.tags)
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    """What one ``items`` record says of ``item_id``: its new version, or None when it is
+    removed (a tombstone, or ``"deleted": true``)."""
+
+    item_id: str
+    item: Item | None
 
 
 class RecommendedItem(BaseModel):
@@ -140,6 +158,35 @@ def parse_event(raw: bytes | None, max_bytes: int = 64 * 1024) -> Event:
 def parse_item(raw: bytes, max_bytes: int = 256 * 1024) -> Item:
     """Validate one ``items`` record; raise :class:`InvalidEvent` with a reason on any defect."""
     return _validate(Item, raw, max_bytes)
+
+
+def parse_json_object(raw: bytes | None) -> dict | None:
+    """A record's JSON object (a model announcement, a drift signal), or None: a tombstone, or
+    not a JSON object.
+
+    >>> parse_json_object(b'{"version": "v1", "kind": "adapter"}'), parse_json_object(b"[1]")
+    ({'version': 'v1', 'kind': 'adapter'}, None)
+    """
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_item_record(key: bytes | None, value: bytes | None, max_bytes: int = 256 * 1024) -> ItemChange | None:
+    """The one reader of ``items`` records (worker, learner, API). None for a tombstone without
+    a key; raises :class:`InvalidEvent` for a malformed record.
+
+    >>> read_item_record(b"sku-1", None), read_item_record(b"sku-2", b'{"item_id": "sku-2", "deleted": true, "title": "x"}')
+    (ItemChange(item_id='sku-1', item=None), ItemChange(item_id='sku-2', item=None))
+    >>> read_item_record(None, b'{"item_id": "sku-3", "title": "Red shoes"}').item.text
+    'Red shoes'
+    """
+    if value is None:
+        return None if key is None else ItemChange(key.decode("utf-8", errors="replace"), None)
+    item = parse_item(value, max_bytes)
+    return ItemChange(item.item_id, None if item.deleted else item)
 
 
 def dead_letter(raw: bytes | None, error: InvalidEvent, topic: str, partition: int, offset: int) -> DeadLetter:

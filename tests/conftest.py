@@ -11,6 +11,7 @@ import pytest
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
+from stream.kafka.follow import consumer_from_start
 from stream.kafka.topics import create_topics
 from stream.process import StreamProcess
 
@@ -67,10 +68,7 @@ def start_learner(settings, tmp_path):
 
 def read_topic(settings: Settings, name: str, until, timeout_s: float = 60.0) -> list:
     """Decoded JSON values of a topic, read from the start until ``until(values)`` holds."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic_name(settings, name), bootstrap_servers=settings.bootstrap, group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = consumer_from_start(settings, [topic_name(settings, name)])
     values: list = []
     deadline = time.monotonic() + timeout_s
     try:

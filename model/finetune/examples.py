@@ -37,11 +37,6 @@ class TrainingExample:
     prior_items: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
 
-def history_of(state) -> list[HistoryItem]:
-    """The (item_id, weight, ts) triples of a :class:`model.user.state.UserState`'s history."""
-    return [(h.item_id, float(h.weight), int(h.ts)) for h in state.history]
-
-
 class HoldoutSplit(NamedTuple):
     train: TrainingBuffer
     holdout: list[TrainingExample]

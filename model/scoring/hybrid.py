@@ -59,7 +59,7 @@ def weighted_terms(weights: HybridWeights, mask: np.ndarray, *, content: np.ndar
             if x is not None and getattr(weights, name)}
 
 
-class HybridRecommender:
+class HybridScorer:
     """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i))
 
     z(.) standardises a component over the servable items for that user, so the betas weigh
@@ -75,7 +75,7 @@ class HybridRecommender:
     ...              np.array([[1, 0], [0.96, 0.28], [0, 1]], dtype=np.float32))
     >>> state = UserState.new(dim=2)
     >>> _ = state.learn("e1", "a", "purchase", None, 0, index.vector_of("a"))
-    >>> [(s.item_id, s.reasons) for s in HybridRecommender(index).recommend([state], k=1)[0]]
+    >>> [(s.item_id, s.reasons) for s in HybridScorer(index).recommend([state], k=1)[0]]
     [('b', ('similar to Apple',))]
     """
 

@@ -12,7 +12,7 @@ class KeyRing:
     """API keys by scope. A presented key is compared with every configured key in constant
     time (sha256 digests, so neither content nor length leaks through timing).
 
-    >>> ring = KeyRing(read="r1, both", write="w1,both")
+    >>> ring = KeyRing.of(ApiSettings(read_keys="r1, both", write_keys="w1,both"))
     >>> sorted(ring.scopes("both")), sorted(ring.scopes("w1")), sorted(ring.scopes("nope"))
     (['read', 'write'], ['write'], [])
     """

@@ -13,8 +13,8 @@ class ApiSettings(BaseSettings):
     prefix and K come from :class:`stream.config.Settings` (``STREAMREC_*``), as for every process.
 
     >>> api = ApiSettings(read_keys="r1, r2", write_keys="w1")
-    >>> sorted(KeyRing.of(api).scopes("r2")), api.read_keys
-    (['read'], SecretStr('**********'))
+    >>> api.read_keys, api.max_batch
+    (SecretStr('**********'), 500)
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMREC_API_", extra="ignore",

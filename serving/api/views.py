@@ -5,7 +5,6 @@ servable items (``items``), the trending fallback (``model-updates``), all fille
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 
@@ -19,8 +18,8 @@ from stream.config import Settings, topic_name
 from stream.kafka.fetch_backoff import install_fetch_backoff
 from stream.kafka.follow import TopicFollower
 from stream.model_store import SnapshotError
-from stream.schemas import Event, InvalidEvent, Recommendation, RecommendedItem, parse_item
-from stream.worker.model_updates import announcement_kind, load_announced
+from stream.model_updates import ModelUpdates, VerifiedVersion
+from stream.schemas import Event, InvalidEvent, Recommendation, RecommendedItem, read_item_record
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +67,19 @@ class ServableItems:
 
     async def apply(self, records) -> None:
         for r in records:
-            if r.value is None:
-                if r.key is not None:
-                    item_id = r.key.decode("utf-8", errors="replace")
-                    self.categories.pop(item_id, None)
-                    self.withdrawn.add(item_id)
-                continue
             try:
-                item = parse_item(r.value)
+                change = read_item_record(r.key, r.value)
             except InvalidEvent as err:  # the workers dead-letter it; the API just skips it
                 log.warning("skipping an invalid item at %s[%d]@%d: %s", r.topic, r.partition, r.offset, err.reason)
                 continue
-            if item.deleted or not item.available:
-                self.categories.pop(item.item_id, None)
-                self.withdrawn.add(item.item_id)
+            if change is None:
+                continue
+            if change.item is None or not change.item.available:
+                self.categories.pop(change.item_id, None)
+                self.withdrawn.add(change.item_id)
             else:
-                self.categories[item.item_id] = item.category
-                self.withdrawn.discard(item.item_id)
+                self.categories[change.item_id] = change.item.category
+                self.withdrawn.discard(change.item_id)
 
     async def caught_up(self) -> None:
         log.info("catalogue: %d servable items", len(self.categories))
@@ -123,55 +118,24 @@ class TrendingRanking:
         return out
 
 
-class TrendingFollower:
-    """Follows the ``global`` announcements on ``model-updates`` like the workers do: of those
-    made before the API started, the newest usable one is loaded; after that each new one is
-    tried. A snapshot is used only after :func:`stream.worker.model_updates.load_announced` verified
-    its checksums; a missing or corrupt one is logged and skipped, the previous ranking stays."""
+class TrendingFallback:
+    """The trending ranking of the newest usable ``global`` announcement on ``model-updates``,
+    followed as the workers follow it (:class:`~stream.model_updates.ModelUpdates`); a missing or
+    corrupt version is logged and skipped, the previous ranking stays."""
 
     def __init__(self) -> None:
         self.ranking: TrendingRanking | None = None
-        self._backlog: list[dict] = []
-        self._live = False
+        self.updates = ModelUpdates({"global": (self._prepare, self._use)}, ignore=("adapter",))
 
-    async def apply(self, records) -> None:
-        announcements = []
-        for r in records:
-            try:
-                announcement = json.loads(r.value) if r.value is not None else None
-            except ValueError:
-                log.error("unreadable model announcement at %s@%d skipped", r.topic, r.offset)
-                continue
-            if isinstance(announcement, dict) and announcement_kind(announcement) == "global":
-                announcements.append(announcement)
-        if self._live:
-            await self._load_newest_usable(announcements)
-        else:
-            self._backlog += announcements
+    @staticmethod
+    def _prepare(verified: VerifiedVersion) -> TrendingRanking:
+        try:
+            return TrendingRanking.of(verified.version, GlobalSnapshot.from_bytes(verified.files["global.npz"]))
+        except (KeyError, ValueError, OSError) as exc:
+            raise SnapshotError("corrupt", f"version {verified.version}: unreadable global snapshot ({exc})") from None
 
-    async def caught_up(self) -> None:
-        self._live = True
-        backlog, self._backlog = self._backlog, []
-        await self._load_newest_usable(backlog)
-
-    async def _load_newest_usable(self, announcements: list[dict]) -> None:
-        loop = asyncio.get_running_loop()
-        for announcement in reversed(announcements):
-            try:
-                self.ranking = await loop.run_in_executor(None, _verified_ranking, announcement)
-            except (SnapshotError, ValueError, TypeError, KeyError, OSError) as err:
-                log.error("model update refused, trending fallback unchanged: %s", err)
-                continue
-            log.info("trending fallback from global models %s", self.ranking.version)
-            return
-
-
-def _verified_ranking(announcement: dict) -> TrendingRanking:
-    verified = load_announced(announcement)
-    try:
-        return TrendingRanking.of(verified.version, GlobalSnapshot.from_bytes(verified.files["global.npz"]))
-    except (KeyError, ValueError, OSError) as exc:
-        raise SnapshotError("corrupt", f"version {verified.version}: unreadable global snapshot ({exc})") from None
+    def _use(self, ranking: TrendingRanking) -> None:
+        self.ranking = ranking
 
 
 class ServingState:
@@ -185,12 +149,12 @@ class ServingState:
         self.events_topic = topic_name(settings, "events")
         self.view = RecommendationView()
         self.catalogue = ServableItems()
-        self.trending = TrendingFollower()
+        self.trending = TrendingFallback()
         self.follower = TopicFollower(self.client_config, {
             topic_name(settings, "recommendations"): self.view,
             topic_name(settings, "items"): self.catalogue,
-            topic_name(settings, "model-updates"): self.trending,
-        }, api.probe_interval_s)
+            topic_name(settings, "model-updates"): self.trending.updates,
+        }, api.probe_interval_s, client_id="streamrec-api-view")
         self.producer = None
         self._tasks: list[asyncio.Task] = []
 

@@ -1,50 +1,38 @@
-"""Read whole topics from their start, without a consumer group (every worker and API replica
-needs all of them): :func:`open_from_start` for one topic, :class:`TopicFollower` for several
-with a handler each."""
+"""Follow whole topics from their start, without a consumer group: every worker needs the whole
+catalogue and every model announcement, every API replica every list. :class:`TopicFollower`
+does it on aiokafka (the worker and the API, on their event loop), :func:`consumer_from_start`
+on kafka-python (the learner, the demo, tests and benchmarks)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 
-async def open_from_start(client_config: dict, topic: str, retry_s: float = 0.5):
-    """A started aiokafka consumer assigned to every partition of ``topic`` at offset 0, and
-    those partitions. ``client_config``: :meth:`Settings.aiokafka_config` (address, security).
-    Waits for the topic to exist. The caller stops the consumer."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+class TopicHandler(Protocol):
+    async def apply(self, records: list) -> None: ...  # one batch of one topic, in offset order
 
-    consumer = AIOKafkaConsumer(**client_config, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions:  # the topic may be created later
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(retry_s)
-            partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-    except BaseException:
-        await consumer.stop()
-        raise
-    return consumer, tps
+    async def caught_up(self) -> None: ...  # once: the topic was read up to its end offsets at start
 
 
 class TopicFollower:
-    """One consumer, no group, reading whole topics from their start and handing each batch of
-    records to its topic's handler (``apply``; ``caught_up`` once the topic has been read up to
-    the end offsets seen at the first start). Reconnects after errors from where it was, and
-    checks every ``probe_interval_s`` that the broker answers."""
+    """One aiokafka consumer, no group, reading whole topics from their start and handing each
+    batch of records to its topic's handler (``apply``; ``caught_up`` once the topic has been
+    read up to the end offsets seen at the first start). Waits for topics that do not exist
+    yet, reconnects after errors from where it was, and (``probe_interval_s``) checks that the
+    broker answers. ``client_config``: :meth:`KafkaConnection.aiokafka_config`."""
 
-    def __init__(self, client_config: dict, handlers: dict, probe_interval_s: float) -> None:
+    def __init__(self, client_config: dict, handlers: dict[str, TopicHandler], probe_interval_s: float | None = None,
+                 client_id: str = "streamrec-follower", max_records: int = 2000) -> None:
         self.client_config = client_config
         self.handlers = handlers
         self.probe_interval_s = probe_interval_s
+        self.client_id = client_id
+        self.max_records = max_records
         self.positions: dict = {}
         self.end_offsets: dict | None = None
         self.pending_topics = set(handlers)
@@ -56,7 +44,8 @@ class TopicFollower:
 
     @property
     def broker_reachable(self) -> bool:
-        return time.monotonic() - self.broker_seen_at < 3 * self.probe_interval_s
+        """The broker answered within the last three probes (needs ``probe_interval_s``)."""
+        return bool(self.probe_interval_s) and time.monotonic() - self.broker_seen_at < 3 * self.probe_interval_s
 
     async def run(self) -> None:
         while True:
@@ -70,7 +59,7 @@ class TopicFollower:
         from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(**self.client_config, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", client_id="streamrec-api-view")
+                                    auto_offset_reset="earliest", client_id=self.client_id)
         try:
             await consumer.start()
             tps = await self._partitions(consumer)
@@ -83,18 +72,19 @@ class TopicFollower:
             if self.end_offsets is None:
                 self.end_offsets = await consumer.end_offsets(tps)
             self.broker_seen_at = time.monotonic()
-            probe = asyncio.create_task(self._probe(consumer, tps))
+            probe = asyncio.create_task(self._probe(consumer, tps)) if self.probe_interval_s else None
             try:
                 await self._check_caught_up(consumer, tps)
                 while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+                    batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
                     for tp, records in batch.items():
                         await self.handlers[tp.topic].apply(records)
                         self.positions[tp] = records[-1].offset + 1
                     if self.pending_topics:
                         await self._check_caught_up(consumer, tps)
             finally:
-                probe.cancel()
+                if probe is not None:
+                    probe.cancel()
         finally:
             await consumer.stop()
 
@@ -109,7 +99,7 @@ class TopicFollower:
                 return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
             if waited % 10 == 0:
                 log.warning("waiting for topics %s (create them with `streamrec topics create`)", ", ".join(missing))
-            await consumer._client.force_metadata_update()  # as stream.kafka.follow does
+            await consumer._client.force_metadata_update()  # the topics may be created later
             await asyncio.sleep(0.5)
             waited += 0.5
 
@@ -128,3 +118,29 @@ class TopicFollower:
                 self.broker_seen_at = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - any failure means "not reachable now"
                 log.warning("broker probe failed: %s", type(exc).__name__)
+
+
+def consumer_from_start(connection, topics: list[str], poll_s: float = 0.5, **kafka_config):
+    """A kafka-python consumer (no group, no commits) assigned to every partition of ``topics``
+    at their start; waits for topics that do not exist yet. ``connection``: a
+    :class:`~stream.kafka.connection.KafkaConnection` (e.g. ``Settings``). The caller closes it."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**connection.kafka_python_config(), **kafka_config, group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        assignment = []
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                log.warning("waiting for topic %s (create the topics: streamrec topics create)", topic)
+            while not partitions:
+                time.sleep(poll_s)
+                partitions = consumer.partitions_for_topic(topic) or set()
+            assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assignment)
+        consumer.seek_to_beginning(*assignment)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer

@@ -1,7 +1,7 @@
 """Process every offset of a partition, in order, and commit only what was processed.
 
 Offsets of the ``events`` topic are contiguous, so a worker that keeps a partition must
-process offset n + 1 right after offset n. faust-streaming 0.15 breaks this in two ways,
+process offset n + 1 right after offset n. faust-streaming 0.15 breaks this in three ways,
 both found by tests/integration/test_recovery.py:
 
 - after a rejoin (a broker restart), the record at the committed offset could be fetched,

@@ -16,7 +16,7 @@ class TopicSpec:
 
 
 def contract_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic of DESIGN.md's wire contract, with the configured prefix."""
+    """Every topic of the wire contract (stream/schemas.py), with the configured prefix."""
     p = settings.partitions
     return [
         TopicSpec(topic_name(settings, "events"), p, False, "user events, key = user_id"),

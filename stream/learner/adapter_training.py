@@ -157,8 +157,8 @@ class AdapterTrainer:
             metrics.FINETUNE_EXAMPLES.inc(cycle.examples_seen)
             if not math.isnan(cycle.loss_last):
                 metrics.FINETUNE_LOSS.set(cycle.loss_last)
-        log.info("fine-tune cycle %d (%s): %s in %.1fs; holdout current %s candidate %s %s", number, reason,
-                 cycle.outcome, cycle.seconds, _rounded(cycle.current), _rounded(cycle.candidate), cycle.detail)
+        log.info("fine-tune cycle (%s): %s in %.1fs (cycle %d); holdout current %s candidate %s %s", reason,
+                 cycle.outcome, cycle.seconds, number, _rounded(cycle.current), _rounded(cycle.candidate), cycle.detail)
         self.cycles.append(cycle)
         return cycle
 

@@ -24,11 +24,11 @@ from model.finetune.examples import NextItemExamples
 from model.scoring.global_learner import GlobalLearner
 from stream import metrics
 from stream.config import Settings, topic_name
+from stream.kafka.follow import consumer_from_start
 from stream.learner.adapter_training import AdapterTrainer
-from stream.model_store import ModelStore, SnapshotError
-from stream.schemas import InvalidEvent, parse_event, parse_item
-from stream.worker.catalogue import item_text
-from stream.worker.model_updates import announcement_kind, load_announced
+from stream.model_store import ModelStore
+from stream.model_updates import announcement_kind, newest_usable
+from stream.schemas import InvalidEvent, parse_event, parse_json_object, read_item_record
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,18 @@ class CycleTrigger:
         self._last_events, self._last_time, self._requested = events, now, None
 
 
+def adapter_trainer(settings: Settings, store: ModelStore, announce, base_encoder=None) -> AdapterTrainer:
+    """The learner's fine-tuning: cycles on ``settings.finetune_schedule()`` (the schedule
+    ``streamrec evaluate`` replays), the encoder loaded on first need unless given."""
+    return AdapterTrainer(store, announce, base_encoder or (lambda: TextEncoder(settings.encoder_dir)),
+                          settings.finetune_schedule(), half_life_s=settings.half_life_s,
+                          content_weight=settings.weight_content, threads=settings.finetune_threads)
+
+
 def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     """Learn from ``events`` forever (or ``stop_after_s``): CF + trending snapshots as
     configured, and (``settings.finetune``) guarded adapter fine-tune cycles in a thread."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaProducer
 
     if settings.learner_nice:  # background work: let the workers and the broker go first
         os.nice(settings.learner_nice)
@@ -112,25 +120,12 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     weights = settings.hybrid_weights()
     store = ModelStore(settings.model_store)
     topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
-    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
-    assignment = []
-    for topic in topics.values():
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            log.warning("waiting for topic %s (create the topics: streamrec topics create)", topic)
-        while not partitions:
-            time.sleep(0.5)
-            partitions = consumer.partitions_for_topic(topic) or set()
-        assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(assignment)
+    consumer = consumer_from_start(settings, list(topics.values()))
     producer = KafkaProducer(**settings.kafka_python_config())
     trainer = None
     if settings.finetune:
-        trainer = AdapterTrainer(
-            store, lambda version: announce(store, version, producer, topics["model-updates"]),
-            lambda: TextEncoder(settings.encoder_dir), schedule, half_life_s=settings.half_life_s,
-            content_weight=settings.weight_content, threads=settings.finetune_threads)
+        trainer = adapter_trainer(settings, store, lambda version: announce(store, version, producer,
+                                                                             topics["model-updates"]))
     started = last_snapshot = time.monotonic()
     trigger = CycleTrigger(schedule, started)
     since_snapshot = 0
@@ -149,7 +144,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                 catalogue_order = tuple(sorted(catalogue))
             if trainer is not None:
                 follow_adapters(trainer, by_topic.get(topics["model-updates"], []))
-            for signal in (_json(r.value) for r in by_topic.get(topics["drift-signals"], [])):
+            for signal in (parse_json_object(r.value) for r in by_topic.get(topics["drift-signals"], [])):
                 if signal and signal.get("detector") in DETECTORS:
                     metrics.DRIFT_SIGNALS.labels(signal["detector"]).inc()
                     trigger.request(f"drift: {signal['detector']}")
@@ -164,8 +159,8 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                     examples.forget(event.user_id)
                 elif event.item_id is not None:  # its prior: CF + trending before the event is learned
                     examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts,
-                                     prior=lambda: (learner.prior(event.user_id, catalogue_order, weights),
-                                                    catalogue_order))
+                                     prior=lambda user=event.user_id, order=catalogue_order: (
+                                         learner.prior(user, order, weights), order))
                 learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts)
                 since_snapshot += 1
                 metrics.LEARNER_EVENTS.inc()
@@ -188,38 +183,26 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
 
 
 def follow_catalogue(catalogue: dict[str, str], records) -> None:
-    """Keep item_id -> text current from ``items`` records (tombstones and deletions remove)."""
+    """Keep item_id -> text current from ``items`` records (tombstones and deletions remove;
+    the workers dead-letter malformed ones)."""
     for record in records:
-        key = record.key.decode("utf-8", errors="replace") if record.key else None
-        if record.value is None:
-            catalogue.pop(key, None)
-            continue
         try:
-            item = parse_item(record.value)
+            change = read_item_record(record.key, record.value)
         except InvalidEvent:
             continue
-        if item.deleted:
-            catalogue.pop(item.item_id, None)
+        if change is None:
+            continue
+        if change.item is None:
+            catalogue.pop(change.item_id, None)
         else:
-            catalogue[item.item_id] = item_text(item)
+            catalogue[change.item_id] = change.item.text
 
 
 def follow_adapters(trainer: AdapterTrainer, records) -> None:
-    """Fine-tune on top of the adapter the workers were last told to serve (after a restart
-    or a rollback), when it passes its checksums."""
-    adapters = [a for a in (_json(r.value) for r in records) if a and announcement_kind(a) == "adapter"]
-    if not adapters:
-        return
-    try:
-        verified = load_announced(adapters[-1])
-        trainer.follow(verified.version)
-    except SnapshotError as err:
-        log.error("announced adapter not followed: %s", err)
-
-
-def _json(raw: bytes | None) -> dict | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    """Fine-tune on top of the newest usable adapter the workers were told to serve (after a
+    restart or a rollback): it must pass its checksums."""
+    adapters = [a for a in map(parse_json_object, (r.value for r in records))
+                if a and announcement_kind(a) == "adapter"]
+    found = newest_usable(adapters, lambda verified: verified)
+    if found is not None:
+        trainer.follow(found[0].version)

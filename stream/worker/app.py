@@ -18,12 +18,13 @@ from stream import metrics
 from stream.config import Settings, topic_name
 from stream.kafka.durable_flush import install_durable_flush
 from stream.kafka.fetch_backoff import install_fetch_backoff
+from stream.kafka.follow import TopicFollower
 from stream.kafka.offsets import Gap, OffsetTracker, install_contiguous_commits, read_offsets, resume_offsets
 from stream.learner.adapter_training import prepare_adapter_space
+from stream.model_updates import ModelUpdates, VerifiedVersion
 from stream.schemas import InvalidEvent, dead_letter, now_ms
 from stream.worker.catalogue import CatalogueFollower
 from stream.worker.ingest import IngestProcessor, SourceRecord
-from stream.worker.model_updates import ModelFollower, VerifiedVersion
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> faust.App:
         catalogue.use_space(encoder, index)
         processor_box["processor"].use_space(version, catalogue.index)
 
-    model_follower = ModelFollower(settings.aiokafka_config(), topic_name(settings, "model-updates"), {
+    model_updates = ModelUpdates({
         "global": (lambda verified: processor_box["processor"].prepare_global_models(verified),
                    lambda prepared: processor_box["processor"].use_global_models(prepared)),
         "adapter": (prepare_adapter, use_adapter),
@@ -116,7 +117,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def follow_model_updates() -> None:
         await processor_started()
-        await model_follower.run()
+        await TopicFollower(settings.aiokafka_config(), {topic_name(settings, "model-updates"): model_updates},
+                            client_id="streamrec-model-updates").run()
 
     offsets = OffsetTracker()  # the next offset to process in each partition of `events` held
     app.streamrec_offsets = (events.get_topic_name(), offsets)  # what commits take (stream.kafka.offsets)
@@ -196,7 +198,6 @@ def create_app(settings: Settings) -> faust.App:
             offsets.processed(((rec.partition, rec.offset) for rec in records), read_again)
             metrics.USERS_IN_STATE.set(len(users))
 
-    app.streamrec_catalogue = catalogue  # type: ignore[attr-defined]
     return app
 
 

@@ -1,4 +1,5 @@
-"""Follow the compacted ``items`` topic from the start and keep the worker's item index current."""
+"""Keep the worker's item index current from the compacted ``items`` topic, read from its start
+by a :class:`~stream.kafka.follow.TopicFollower`."""
 
 from __future__ import annotations
 
@@ -8,23 +9,19 @@ from collections.abc import Awaitable, Callable
 
 from model.embedding.encoder import TextEncoder
 from model.embedding.item_index import ItemIndex, ItemInfo
-from model.embedding.item_text import render_item_text
-from stream.kafka.follow import open_from_start
+from stream.kafka.follow import TopicFollower
 from stream.metrics import ITEMS_INDEXED
-from stream.schemas import InvalidEvent, Item, parse_item
+from stream.schemas import InvalidEvent, Item, read_item_record
 
 log = logging.getLogger(__name__)
 
 DeadLetterSink = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[None]]
 
 
-def item_text(item: Item) -> str:
-    return render_item_text(item.title, item.category, item.description, item.tags)
-
-
 class CatalogueFollower:
     """Reads every partition of ``items`` (no consumer group: each worker needs all items),
-    embeds new or changed items in batches off the event loop, and removes deleted ones.
+    embeds new or changed items in batches off the event loop, and removes deleted ones; a
+    malformed record goes to the dead-letter topic.
     :meth:`use_space` swaps encoder and index together when an adapter is promoted.
 
     ``ready`` is set once the topic has been read up to the end offsets seen at start.
@@ -63,44 +60,33 @@ class CatalogueFollower:
         self.index = ItemIndex(dim=self.encoder.dim)
 
     async def run(self) -> None:
+        """Load the encoder, then follow ``items`` for ever."""
         if self.encoder is None:
             await self.load_encoder()
-        consumer, tps = await open_from_start(self.client_config, self.topic)
-        try:
-            end = await consumer.end_offsets(tps)
-            log.info("catalogue: reading %s (%d records at start)", self.topic, sum(end.values()))
-            while True:
-                if not self.ready.is_set() and all([await consumer.position(tp) >= end[tp] for tp in tps]):
-                    log.info("catalogue: caught up, %d items servable", self.index.n_available)
-                    self.ready.set()
-                batch = await consumer.getmany(timeout_ms=300, max_records=512)
-                records = [r for rs in batch.values() for r in rs]
-                if records:
-                    await self._apply(records)
-        finally:
-            await consumer.stop()
+        await TopicFollower(self.client_config, {self.topic: self}, client_id="streamrec-catalogue",
+                            max_records=512).run()
 
-    async def _apply(self, records) -> None:
+    async def caught_up(self) -> None:
+        log.info("catalogue: caught up, %d items servable", self.index.n_available)
+        self.ready.set()
+
+    async def apply(self, records) -> None:
         latest: dict[str, Item | None] = {}
         for r in records:
-            key = r.key.decode("utf-8", errors="replace") if r.key else None
-            if r.value is None:  # tombstone
-                if key:
-                    latest[key] = None
-                continue
             try:
-                item = parse_item(r.value)
+                change = read_item_record(r.key, r.value)
             except InvalidEvent as err:
                 await self.dead_letter(r.value, err, r.topic, r.partition, r.offset)
                 continue
-            latest[item.item_id] = None if item.deleted else item
+            if change is not None:
+                latest[change.item_id] = change.item
         removed = [i for i, item in latest.items() if item is None]
         for item_id in removed:
             self.index.remove(item_id)
         changed = [item for item in latest.values() if item is not None]
         if changed:
             loop = asyncio.get_running_loop()
-            texts = [item_text(i) for i in changed]
+            texts = [i.text for i in changed]
             while True:  # an adapter swap during the encoding: encode again in the new space
                 encoder = self.encoder
                 vectors = await loop.run_in_executor(None, encoder.encode, texts)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from model.drift import CentroidShift, Detection, DriftMonitor, ScoreDrift
 from model.embedding.item_index import ItemIndex
-from model.scoring.hybrid import HybridRecommender
+from model.scoring.hybrid import HybridScorer
 from model.scoring.snapshot import GlobalSnapshot
 from model.user.state import UserState
 from stream import metrics
 from stream.config import Settings
 from stream.model_store import SnapshotError
+from stream.model_updates import VerifiedVersion
 from stream.schemas import (
     Event,
     InvalidEvent,
@@ -28,7 +29,6 @@ from stream.schemas import (
     now_ms,
     parse_event,
 )
-from stream.worker.model_updates import VerifiedVersion
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class IngestProcessor:
         self.space = "base"  # the adapter version the item vectors come from ("base": none)
         self.weights = settings.hybrid_weights()
         # Until the learner's first snapshot arrives there is no CF nor trending: content only.
-        self.recommender = HybridRecommender(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
+        self.recommender = HybridScorer(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
         self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
@@ -323,17 +323,17 @@ class IngestProcessor:
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
         metrics.EVENTS.labels(event.type, "forgotten").inc()
 
-    def prepare_global_models(self, verified: VerifiedVersion) -> tuple[str, int, HybridRecommender]:
+    def prepare_global_models(self, verified: VerifiedVersion) -> tuple[str, int, HybridScorer]:
         """Lay a snapshot out in this worker's item rows (CPU work: run it off the event loop)."""
         try:
             snapshot = GlobalSnapshot.from_bytes(verified.files["global.npz"])
         except (KeyError, ValueError, OSError) as exc:
             raise SnapshotError("corrupt", f"{verified.version}: unreadable snapshot ({exc})") from None
         cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
-        recommender = HybridRecommender(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
+        recommender = HybridScorer(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
         return verified.version, verified.manifest.created_ts, recommender
 
-    def use_global_models(self, prepared: tuple[str, int, HybridRecommender]) -> None:
+    def use_global_models(self, prepared: tuple[str, int, HybridScorer]) -> None:
         """Swap to prepared global models: one assignment, between two batches."""
         self.global_version, _, recommender = prepared
         recommender.index = self.index  # an adapter may have been promoted meanwhile: same rows
@@ -344,7 +344,7 @@ class IngestProcessor:
         """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
         user's vector is rebuilt from their history in the new space when next loaded."""
         self.index = index
-        self.recommender = HybridRecommender(index, self.recommender.cf, self.recommender.trending, self.weights,
+        self.recommender = HybridScorer(index, self.recommender.cf, self.recommender.trending, self.weights,
                                              mmr_lambda=self.settings.mmr_lambda)
         self.space = version
         self._cache.clear()

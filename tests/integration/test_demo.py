@@ -14,7 +14,8 @@ import yaml
 from rich.console import Console
 
 from model.evaluation.datasets import load_ratings
-from serving.demo import OPS_PROMETHEUS, run_demo, start_prometheus
+from serving.demo import run_demo
+from serving.local_prometheus import OPS_PROMETHEUS, start_prometheus
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from model.embedding.encoder import SMOLLM2_WHEEL, TextEncoder, smollm2_model_dir
-from model.evaluation.datasets import cache_dir
 from model.finetune.adapter import AdaptedEncoder, LoraSettings
 from model.finetune.examples import TrainingBuffer
 from model.finetune.objective import infonce_loss
 from model.finetune.training import micro_finetune
+from model.wheel_cache import cache_dir
 from tests.unit.model.finetune.test_finetune import TEXTS as MOVIES
 
 if not (cache_dir() / SMOLLM2_WHEEL).is_file():

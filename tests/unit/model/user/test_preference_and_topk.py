@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model.embedding.item_index import ItemIndex, ItemInfo
-from model.scoring.hybrid import HybridRecommender, HybridWeights
+from model.scoring.hybrid import HybridScorer, HybridWeights
 from model.scoring.topk import top_k
 from model.user.preference import PreferenceVector, decay_factor, event_weight
 from model.user.state import UserState
@@ -97,7 +97,7 @@ def test_hybrid_content_part_serves_the_users_taste_without_consumed_items(two_t
     state = UserState.new(dim=2)
     state.learn("e1", "s0", "purchase", None, 0, two_taste_index.vector_of("s0"))
     state.learn("e2", "s1", "click", None, 0, two_taste_index.vector_of("s1"))
-    [scored] = HybridRecommender(two_taste_index).recommend([state], k=3)
+    [scored] = HybridScorer(two_taste_index).recommend([state], k=3)
     ids = [s.item_id for s in scored]
     assert ids[:2] == ["s1", "s2"] and "s0" not in ids
     assert all(s.reasons and s.reasons[0].startswith("similar to Shoe") for s in scored)
@@ -108,7 +108,7 @@ def test_hybrid_content_part_never_serves_unavailable_items(two_taste_index):
     state = UserState.new(dim=2)
     state.learn("e1", "s0", "click", None, 0, two_taste_index.vector_of("s0"))
     two_taste_index.remove("s1")
-    [scored] = HybridRecommender(two_taste_index).recommend([state], k=10)
+    [scored] = HybridScorer(two_taste_index).recommend([state], k=10)
     assert "s1" not in [s.item_id for s in scored] and len(scored) == 5
 
 
@@ -120,7 +120,7 @@ def test_batch_scoring_matches_one_at_a_time(two_taste_index):
         for j, item in enumerate(rng.choice([i.item_id for i in two_taste_index.infos], 3, replace=False)):
             s.learn(f"{u}-{j}", item, "click", None, j, two_taste_index.vector_of(item))
         states.append(s)
-    rec = HybridRecommender(two_taste_index)
+    rec = HybridScorer(two_taste_index)
     together = rec.recommend(states, k=4)
     alone = [rec.recommend([s], k=4)[0] for s in states]
     assert [[x.item_id for x in lst] for lst in together] == [[x.item_id for x in lst] for lst in alone]
@@ -134,7 +134,7 @@ def test_hybrid_cold_start_user_gets_trending_items_with_a_reason(two_taste_inde
     for _ in range(3):
         trending.learn_one(two_taste_index.row_of("k2"), ts=0)
     trending.learn_one(two_taste_index.row_of("s1"), ts=0)
-    recommender = HybridRecommender(two_taste_index, ItemCooccurrence(), trending)
+    recommender = HybridScorer(two_taste_index, ItemCooccurrence(), trending)
     [scored] = recommender.recommend([UserState.new(dim=2)], k=2)
     assert [s.item_id for s in scored] == ["k2", "s1"]
     assert scored[0].reasons == ("trending now",)
@@ -150,8 +150,8 @@ def test_hybrid_cf_lifts_items_bought_together(two_taste_index):
         cf.learn_one(f"b{u}", rows("k2"), ts=0)
     state = UserState.new(dim=2)
     state.learn("e1", "s0", "purchase", None, 0, two_taste_index.vector_of("s0"))
-    content_only = HybridRecommender(two_taste_index, cf, weights=HybridWeights(1.0, 0.0, 0.0))
-    hybrid = HybridRecommender(two_taste_index, cf, weights=HybridWeights(0.3, 1.0, 0.0))
+    content_only = HybridScorer(two_taste_index, cf, weights=HybridWeights(1.0, 0.0, 0.0))
+    hybrid = HybridScorer(two_taste_index, cf, weights=HybridWeights(0.3, 1.0, 0.0))
     assert content_only.recommend([state], k=1)[0][0].item_id == "s1"
     [top] = hybrid.recommend([state], k=1)[0]
     assert top.item_id == "k2" and top.reasons[0] == "often bought with Shoe 0"
