@@ -56,17 +56,33 @@ end
 def fill_topic(settings: Settings, users: int, seed: int = 7) -> float:
     """Write one list per user (10 items, like the worker's) to `recommendations`; seconds taken."""
     rng = random.Random(seed)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=20, batch_size=1024 * 1024,
-                             max_request_size=8 * 1024 * 1024, acks=1)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        linger_ms=20,
+        batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
+        acks=1,
+    )
     topic = topic_name(settings, "recommendations")
     start = time.perf_counter()
     for u in range(users):
         items = rng.sample(range(50_000), 10)
-        value = {"user_id": f"u{u}", "model_version": "hybrid:000001700000000", "trigger_event_id": f"e{u}",
-                 "event_ts": 1_700_000_000_000, "published_ts": 1_700_000_000_020, "k": 10,
-                 "items": [{"item_id": f"sku-{i}", "score": round(3.0 - 0.1 * n, 4),
-                            "reasons": [f"similar to Product {rng.randrange(50_000)}", "trending in shoes"]}
-                           for n, i in enumerate(items)]}
+        value = {
+            "user_id": f"u{u}",
+            "model_version": "hybrid:000001700000000",
+            "trigger_event_id": f"e{u}",
+            "event_ts": 1_700_000_000_000,
+            "published_ts": 1_700_000_000_020,
+            "k": 10,
+            "items": [
+                {
+                    "item_id": f"sku-{i}",
+                    "score": round(3.0 - 0.1 * n, 4),
+                    "reasons": [f"similar to Product {rng.randrange(50_000)}", "trending in shoes"],
+                }
+                for n, i in enumerate(items)
+            ],
+        }
         producer.send(topic, key=f"u{u}".encode(), value=json.dumps(value).encode())
     producer.flush()
     producer.close()
@@ -76,8 +92,12 @@ def fill_topic(settings: Settings, users: int, seed: int = 7) -> float:
 def run_wrk(base: str, users: int, connections: int, duration_s: int, workdir: Path) -> dict:
     script = workdir / "api_load.lua"
     script.write_text(WRK_SCRIPT % {"seed": 7, "users": users, "key": KEY})
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "-s", str(script), base],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "-s", str(script), base],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     result = json.loads(out.split("RESULT ", 1)[1])
     result["requests_per_s"] = result["requests"] / result["duration_s"]
     return result
@@ -93,6 +113,7 @@ def run_python(base: str, users: int, connections: int, duration_s: int) -> dict
         deadline = time.perf_counter() + duration_s
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         async with httpx.AsyncClient(base_url=base, limits=limits, headers={"Authorization": f"Bearer {KEY}"}) as c:
+
             async def one_connection() -> None:
                 nonlocal failures
                 while time.perf_counter() < deadline:
@@ -108,9 +129,17 @@ def run_python(base: str, users: int, connections: int, duration_s: int) -> dict
     latencies, failures = asyncio.run(main())
     elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100)
-    return {"requests": len(latencies), "duration_s": elapsed, "errors": 0, "non_2xx": failures,
-            "p50_ms": q[49] * 1e3, "p90_ms": q[89] * 1e3, "p99_ms": q[98] * 1e3, "max_ms": max(latencies) * 1e3,
-            "requests_per_s": len(latencies) / elapsed}
+    return {
+        "requests": len(latencies),
+        "duration_s": elapsed,
+        "errors": 0,
+        "non_2xx": failures,
+        "p50_ms": q[49] * 1e3,
+        "p90_ms": q[89] * 1e3,
+        "p99_ms": q[98] * 1e3,
+        "max_ms": max(latencies) * 1e3,
+        "requests_per_s": len(latencies) / elapsed,
+    }
 
 
 def main() -> None:
@@ -135,9 +164,23 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "STREAMREC_TOPIC_PREFIX": settings.topic_prefix, "STREAMREC_API_READ_KEYS": KEY}
         log = open(workdir / "api.log", "wb")
-        api = subprocess.Popen([sys.executable, "-m", "serving.cli", "api", "--bootstrap", broker.bootstrap,
-                                "--port", str(port), "--loglevel", "warning"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving.cli",
+                "api",
+                "--bootstrap",
+                broker.bootstrap,
+                "--port",
+                str(port),
+                "--loglevel",
+                "warning",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{port}"
         start = time.perf_counter()
         while True:
@@ -162,8 +205,10 @@ def main() -> None:
             else:
                 runs[connections] = run_python(base, args.users, connections, args.duration)
             r = runs[connections]
-            print(f"{connections} connections: {r['requests_per_s']:,.0f} req/s, p50 {r['p50_ms']:.2f} / "
-                  f"p90 {r['p90_ms']:.2f} / p99 {r['p99_ms']:.2f} ms, non-2xx {r['non_2xx']}, errors {r['errors']}")
+            print(
+                f"{connections} connections: {r['requests_per_s']:,.0f} req/s, p50 {r['p50_ms']:.2f} / "
+                f"p90 {r['p90_ms']:.2f} / p99 {r['p99_ms']:.2f} ms, non-2xx {r['non_2xx']}, errors {r['errors']}"
+            )
     finally:
         if api is not None:
             api.terminate()
@@ -171,17 +216,28 @@ def main() -> None:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    result = {"date": dt.date.today().isoformat(), "machine": describe(), "generator": generator,
-              "users": args.users, "view_users": view_users, "fill_topic_s": fill_s, "ready_s": load_s,
-              "api_rss_mb": rss, "duration_s": args.duration, "runs": runs}
+    result = {
+        "date": dt.date.today().isoformat(),
+        "machine": describe(),
+        "generator": generator,
+        "users": args.users,
+        "view_users": view_users,
+        "fill_topic_s": fill_s,
+        "ready_s": load_s,
+        "api_rss_mb": rss,
+        "duration_s": args.duration,
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{result['date']} - {result['machine']} - load generator: {generator}")
     print(f"| view | {view_users:,} users | ready {load_s:.1f} s after start | API RSS {rss:.0f} MB |")
     for connections, r in runs.items():
-        print(f"| GET recommendations, {connections} connection(s) | {r['requests_per_s']:,.0f} req/s | "
-              f"p50 {r['p50_ms']:.2f} / p90 {r['p90_ms']:.2f} / p99 {r['p99_ms']:.2f} ms | "
-              f"{r['requests']:,} requests, {r['non_2xx']} non-2xx |")
+        print(
+            f"| GET recommendations, {connections} connection(s) | {r['requests_per_s']:,.0f} req/s | "
+            f"p50 {r['p50_ms']:.2f} / p90 {r['p90_ms']:.2f} / p99 {r['p99_ms']:.2f} ms | "
+            f"{r['requests']:,} requests, {r['non_2xx']} non-2xx |"
+        )
 
 
 if __name__ == "__main__":

@@ -64,5 +64,9 @@ def dir_mb(path: Path) -> float:
 
 def product_item(info: ItemInfo) -> Item:
     """A synthetic catalogue entry as the benchmarks send it on ``items``."""
-    return Item(item_id=info.item_id, title=info.title, category=info.category,
-                description=f"A {info.category} product for everyday use.")
+    return Item(
+        item_id=info.item_id,
+        title=info.title,
+        category=info.category,
+        description=f"A {info.category} product for everyday use.",
+    )

@@ -76,7 +76,9 @@ CANDIDATES: dict[str, tuple[str, Callable]] = {
     "score PH z down lambda 200, delta 0.3, forgetting 0.995": ("lists", lambda: ScoreDrift(alpha=0.995)),
     "score PH raw, river defaults": ("lists", lambda: RiverOn(drift.PageHinkley(), list_score)),
     "score PH raw down, threshold 20, delta 0.005": (
-        "lists", lambda: RiverOn(drift.PageHinkley(threshold=20.0, delta=0.005, mode="down"), list_score)),
+        "lists",
+        lambda: RiverOn(drift.PageHinkley(threshold=20.0, delta=0.005, mode="down"), list_score),
+    ),
     "score ADWIN raw (delta 0.002)": ("lists", lambda: RiverOn(drift.ADWIN(), list_score)),
     "score KSWIN (river defaults)": ("lists", lambda: RiverOn(drift.KSWIN(seed=0), list_score)),
     "centroid_shift (200/5000 events, threshold 0.05)": ("items", lambda: CentroidShift()),
@@ -105,8 +107,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
     parser.add_argument("--events", type=int, default=20_000, help="events per workload (default 20,000)")
     parser.add_argument("--shift-at", type=int, default=10_000, help="event index of the taste shift (default 10,000)")
-    parser.add_argument("--hybrid", action="store_true",
-                        help="serve with the full hybrid (content + CF + trending) instead of the preference vector")
+    parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="serve with the full hybrid (content + CF + trending) instead of the preference vector",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
 
@@ -119,29 +124,51 @@ def main() -> None:
         for name, (stream, factory) in CANDIDATES.items():
             on_shift = fired_at(factory, getattr(shifted, stream))
             after = [i - args.shift_at for i in on_shift if i >= args.shift_at]
-            results[name].append({"seed": seed, "delay": after[0] if after else None,
-                                  "before_shift": sum(i < args.shift_at for i in on_shift),
-                                  "stationary": len(fired_at(factory, getattr(stationary, stream)))})
+            results[name].append(
+                {
+                    "seed": seed,
+                    "delay": after[0] if after else None,
+                    "before_shift": sum(i < args.shift_at for i in on_shift),
+                    "stationary": len(fired_at(factory, getattr(stationary, stream))),
+                }
+            )
         centroid_peaks.append((largest_distance(stationary.items), largest_distance(shifted.items)))
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     served_by = "full hybrid (content 0.3 + CF 1.0 + trending 0.2)" if args.hybrid else "preference vector, cosine"
-    print(f"\n{dt.date.today()} - {describe()} - {args.seeds} seeds, {args.events:,} events, "
-          f"shift at {args.shift_at:,}, lists served by the {served_by}, {time.perf_counter() - started:.0f} s")
-    print("\n| detector | delay per seed (events after the shift) | median | max | missed | "
-          "fired before shift | fired on stationary |")
+    print(
+        f"\n{dt.date.today()} - {describe()} - {args.seeds} seeds, {args.events:,} events, "
+        f"shift at {args.shift_at:,}, lists served by the {served_by}, {time.perf_counter() - started:.0f} s"
+    )
+    print(
+        "\n| detector | delay per seed (events after the shift) | median | max | missed | "
+        "fired before shift | fired on stationary |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         delays = [r["delay"] for r in rows if r["delay"] is not None]
-        print(f"| {name} | {', '.join('-' if r['delay'] is None else str(r['delay']) for r in rows)} | "
-              f"{int(np.median(delays)) if delays else '-'} | {max(delays) if delays else '-'} | "
-              f"{sum(r['delay'] is None for r in rows)} | {sum(r['before_shift'] for r in rows)} | "
-              f"{sum(r['stationary'] for r in rows)} |")
-    print(f"\nlargest centroid distance (after {CentroidShift().min_events} events), stationary / shifted stream: "
-          + ", ".join(f"{a:.4f} / {b:.3f}" for a, b in centroid_peaks))
+        print(
+            f"| {name} | {', '.join('-' if r['delay'] is None else str(r['delay']) for r in rows)} | "
+            f"{int(np.median(delays)) if delays else '-'} | {max(delays) if delays else '-'} | "
+            f"{sum(r['delay'] is None for r in rows)} | {sum(r['before_shift'] for r in rows)} | "
+            f"{sum(r['stationary'] for r in rows)} |"
+        )
+    print(
+        f"\nlargest centroid distance (after {CentroidShift().min_events} events), stationary / shifted stream: "
+        + ", ".join(f"{a:.4f} / {b:.3f}" for a, b in centroid_peaks)
+    )
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results,
-                                         "centroid_stationary_peaks": centroid_peaks}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "results": results,
+                    "centroid_stationary_peaks": centroid_peaks,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -38,20 +38,32 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = Settings()  # the live learner's schedule and betas (STREAMREC_* if set)
     models = [model_factories(catalogue, settings)["hybrid"]()] + [
-        FinetunedHybrid(catalogue.index, catalogue.texts, catalogue.encoder, settings.hybrid_weights(),
-                        settings.finetune_schedule(), name=f"hybrid-finetuned seed {seed}", seed=seed)
-        for seed in seeds]
+        FinetunedHybrid(
+            catalogue.index,
+            catalogue.texts,
+            catalogue.encoder,
+            settings.hybrid_weights(),
+            settings.finetune_schedule(),
+            name=f"hybrid-finetuned seed {seed}",
+            seed=seed,
+        )
+        for seed in seeds
+    ]
     console.print(f"schedule: {settings.finetune_schedule()}")
     started = time.perf_counter()
     result = prequential(events, models, k=10, eval_every=args.eval_every, auc_negatives=0)
-    console.print(f"{dt.date.today()} - {describe()} - {len(events):,} events, {result.n_scored:,} scored, "
-                  f"{time.perf_counter() - started:.0f} s")
+    console.print(
+        f"{dt.date.today()} - {describe()} - {len(events):,} events, {result.n_scored:,} scored, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     for model in models:
         m = result.metrics[model.name]
         cycles = getattr(model, "cycles", [])
         promoted = sum(c.outcome == "promoted" for c in cycles)
-        console.print(f"| {model.name} | HR@10 {m['hr']:.4f} | NDCG@10 {m['ndcg']:.4f} |"
-                      + (f" {len(cycles)} cycles, {promoted} promoted |" if cycles else ""))
+        console.print(
+            f"| {model.name} | HR@10 {m['hr']:.4f} | NDCG@10 {m['ndcg']:.4f} |"
+            + (f" {len(cycles)} cycles, {promoted} promoted |" if cycles else "")
+        )
     console.print(result.paired_markdown())
 
 

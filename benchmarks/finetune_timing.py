@@ -69,8 +69,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1000, help="training examples in the cycle")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--targets", default="projection",
-                        help="LoRA target modules, comma-separated (e.g. query,value for every attention layer)")
+    parser.add_argument(
+        "--targets",
+        default="projection",
+        help="LoRA target modules, comma-separated (e.g. query,value for every attention layer)",
+    )
     parser.add_argument("--budget-s", type=float, default=600.0, help="time box of the cycle")
     parser.add_argument("--quality", action="store_true", help="also HR@10 / NDCG@10 before and after")
     parser.add_argument("--holdout", type=int, default=500, help="most recent examples held out (--quality)")
@@ -100,31 +103,58 @@ def main() -> None:
 
     def figures(encode):
         return holdout_metrics(encode, holdout, catalogue, text_of.__getitem__, content_weight=weight)
+
     before = figures(encoder.encode) if args.quality else None
 
     steps = math.ceil(len(buffer) / args.batch_size)  # one pass's worth of batches
-    report = micro_finetune(adapted, buffer, text_of.__getitem__, budget_s=args.budget_s,
-                            batch_size=args.batch_size, lr=args.lr, max_steps=steps,
-                            rng=np.random.default_rng(args.seed), temperature=1.0, catalogue=catalogue,
-                            content_weight=weight)
+    report = micro_finetune(
+        adapted,
+        buffer,
+        text_of.__getitem__,
+        budget_s=args.budget_s,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_steps=steps,
+        rng=np.random.default_rng(args.seed),
+        temperature=1.0,
+        catalogue=catalogue,
+        content_weight=weight,
+    )
     # The next cycle trains a clone of the adapter in service: the frozen transformer's outputs are
     # cached by then (clones share them), so only the adapter's steps remain.
-    warm = micro_finetune(adapted.clone(), buffer, text_of.__getitem__, budget_s=args.budget_s,
-                          batch_size=args.batch_size, lr=args.lr, max_steps=steps,
-                          rng=np.random.default_rng(args.seed + 1), temperature=1.0, catalogue=catalogue,
-                          content_weight=weight)
+    warm = micro_finetune(
+        adapted.clone(),
+        buffer,
+        text_of.__getitem__,
+        budget_s=args.budget_s,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_steps=steps,
+        rng=np.random.default_rng(args.seed + 1),
+        temperature=1.0,
+        catalogue=catalogue,
+        content_weight=weight,
+    )
     adapted_s = timed_encode(adapted.encode, texts)  # after the cycle: the promotion's re-embedding
     base_s = timed_encode(encoder.encode, texts)
     after = figures(adapted.encode) if args.quality else None
 
     result = {
-        "date": dt.date.today().isoformat(), "machine": describe(), "device": report.device,
-        "precision": report.precision, "torch_threads": torch.get_num_threads(),
-        "examples": len(buffer), "batch_size": args.batch_size, "steps": report.steps,
-        "examples_seen": report.examples_seen, "wall_s": round(report.seconds, 2),
+        "date": dt.date.today().isoformat(),
+        "machine": describe(),
+        "device": report.device,
+        "precision": report.precision,
+        "torch_threads": torch.get_num_threads(),
+        "examples": len(buffer),
+        "batch_size": args.batch_size,
+        "steps": report.steps,
+        "examples_seen": report.examples_seen,
+        "wall_s": round(report.seconds, 2),
         "wall_s_next_cycle": round(warm.seconds, 2),
-        "examples_per_s": round(report.examples_per_s, 1), "loss_first": round(report.loss_first, 4),
-        "loss_last": round(report.loss_last, 4), "trainable_params": report.trainable_params,
+        "examples_per_s": round(report.examples_per_s, 1),
+        "loss_first": round(report.loss_first, 4),
+        "loss_last": round(report.loss_last, 4),
+        "trainable_params": report.trainable_params,
         "total_params": adapted.total_parameters(),
         "targets": args.targets,
         "first_embed_s_per_1000_items": round(first_s / len(texts) * 1000, 3),
@@ -134,16 +164,20 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     print(f"\n{result['date']} - {result['machine']} - device {result['device']} ({result['precision']})")
-    print(f"| fine-tune cycle | {result['examples']:,} examples, batch {args.batch_size} | {report.steps} steps | "
-          f"first {result['wall_s']:.2f} s, next {result['wall_s_next_cycle']:.2f} s | "
-          f"{result['examples_per_s']:,.1f} examples/s (first) | "
-          f"{report.trainable_params:,} trainable params ({report.trainable_params / result['total_params']:.2%}) | "
-          f"re-embed {result['reembed_s_per_1000_items']:.4f} s / 1,000 items "
-          f"(first embedding {result['first_embed_s_per_1000_items']:.2f} s, plain encoder "
-          f"{result['base_embed_s_per_1000_items']:.2f} s) |")
+    print(
+        f"| fine-tune cycle | {result['examples']:,} examples, batch {args.batch_size} | {report.steps} steps | "
+        f"first {result['wall_s']:.2f} s, next {result['wall_s_next_cycle']:.2f} s | "
+        f"{result['examples_per_s']:,.1f} examples/s (first) | "
+        f"{report.trainable_params:,} trainable params ({report.trainable_params / result['total_params']:.2%}) | "
+        f"re-embed {result['reembed_s_per_1000_items']:.4f} s / 1,000 items "
+        f"(first embedding {result['first_embed_s_per_1000_items']:.2f} s, plain encoder "
+        f"{result['base_embed_s_per_1000_items']:.2f} s) |"
+    )
     if args.quality:
-        print(f"| holdout (last {after['n']} examples, hybrid ranking of the full catalogue) | HR@10 {before['hr']:.4f} -> {after['hr']:.4f} | "
-              f"NDCG@10 {before['ndcg']:.4f} -> {after['ndcg']:.4f} |")
+        print(
+            f"| holdout (last {after['n']} examples, hybrid ranking of the full catalogue) | HR@10 {before['hr']:.4f} -> {after['hr']:.4f} | "
+            f"NDCG@10 {before['ndcg']:.4f} -> {after['ndcg']:.4f} |"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

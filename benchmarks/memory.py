@@ -89,15 +89,24 @@ def ingest_step(infos: list[ItemInfo], cache_size: int | None = None) -> tuple[I
 
 def synthetic_events(user: str, n: int, rng: random.Random, infos: list[ItemInfo], ts: int) -> list[dict]:
     """``n`` events of one user: SDK-style event ids (uuid4 hex), the synthetic type mix."""
-    return [{"event_id": uuid.UUID(int=rng.getrandbits(128), version=4).hex, "user_id": user,
-             "item_id": rng.choice(infos).item_id, "type": rng.choices(EVENT_TYPES, EVENT_TYPE_P)[0],
-             "ts": ts + 1000 * i} for i in range(n)]
+    return [
+        {
+            "event_id": uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+            "user_id": user,
+            "item_id": rng.choice(infos).item_id,
+            "type": rng.choices(EVENT_TYPES, EVENT_TYPE_P)[0],
+            "ts": ts + 1000 * i,
+        }
+        for i in range(n)
+    ]
 
 
 def process(proc: IngestProcessor, events: list[dict], batch: int = 500) -> None:
     for start in range(0, len(events), batch):
-        records = [SourceRecord(json.dumps(e).encode(), "events", 0, start + n)
-                   for n, e in enumerate(events[start:start + batch])]
+        records = [
+            SourceRecord(json.dumps(e).encode(), "events", 0, start + n)
+            for n, e in enumerate(events[start : start + batch])
+        ]
         asyncio.run(proc.process(records))
 
 
@@ -105,13 +114,25 @@ def breakdown(raw: bytes) -> dict:
     """Bytes of one table value: 4-byte header, JSON meta by field, float32 vector."""
     state = UserState.from_bytes(raw)
     n = int.from_bytes(raw[:4], "little")
-    meta = json.loads(raw[4:4 + n])
+    meta = json.loads(raw[4 : 4 + n])
     fields = {name: len(json.dumps(value, separators=(",", ":"))) for name, value in meta.items()}
-    return {"total": len(raw), "vector": state.preference.vector.nbytes, "json": n,
-            "history": fields["history"], "seen_event_ids": fields["seen"], "consumed": fields["consumed"],
-            "last_list": fields["last"], "pending": fields["pending"], "entries": {
-                "history": len(state.history), "seen": len(state.seen_event_ids), "consumed": len(state.consumed),
-                "last_list": len(state.last_recommended), "pending": len(state.pending)}}
+    return {
+        "total": len(raw),
+        "vector": state.preference.vector.nbytes,
+        "json": n,
+        "history": fields["history"],
+        "seen_event_ids": fields["seen"],
+        "consumed": fields["consumed"],
+        "last_list": fields["last"],
+        "pending": fields["pending"],
+        "entries": {
+            "history": len(state.history),
+            "seen": len(state.seen_event_ids),
+            "consumed": len(state.consumed),
+            "last_list": len(state.last_recommended),
+            "pending": len(state.pending),
+        },
+    }
 
 
 def state_sizes(heap_users: int) -> dict:
@@ -132,7 +153,8 @@ def state_sizes(heap_users: int) -> dict:
     sizes["python_heap_per_light_user"] = {
         "users": heap_users,
         "with_decoded_cache": heap_per_user(infos, heap_users, cache_size=None),
-        "table_and_last_active_only": heap_per_user(infos, heap_users, cache_size=0)}
+        "table_and_last_active_only": heap_per_user(infos, heap_users, cache_size=0),
+    }
     return sizes
 
 
@@ -163,9 +185,15 @@ class WorkerRun:
         self.console = console
         self.broker = EmbeddedBroker("noida", data_dir=workdir / "broker").start()
         overrides = {"user_ttl_s": ttl_s} if ttl_s is not None else {}
-        self.settings = Settings(bootstrap=self.broker.bootstrap, topic_prefix="bench-memory.",
-                                 app_id="bench-memory", metrics_port=free_port(), data_dir=str(workdir / "worker"),
-                                 model_store=str(workdir / "models"), **overrides)
+        self.settings = Settings(
+            bootstrap=self.broker.bootstrap,
+            topic_prefix="bench-memory.",
+            app_id="bench-memory",
+            metrics_port=free_port(),
+            data_dir=str(workdir / "worker"),
+            model_store=str(workdir / "models"),
+            **overrides,
+        )
         create_topics(self.settings)
         self.worker = StreamProcess(self.settings, workdir / "worker.log")
         self.producer = EventProducer(self.settings)
@@ -199,20 +227,26 @@ class WorkerRun:
         time.sleep(2.0)  # let the producer buffers and timers settle
         pid = self.worker.process.pid
         samples = self.samples()
-        row = {"point": label, "users_sent": self.users, "events_sent": self.sent,
-               "users_in_state": int(metric_sum(samples, "streamrec_users_in_state")),
-               "users_expired": int(metric_sum(samples, "streamrec_users_expired_total")),
-               "worker_rss_mb": round(proc_status_mb(pid, "VmRSS"), 1),
-               "worker_rss_anon_mb": round(proc_status_mb(pid, "RssAnon"), 1),
-               "worker_peak_rss_mb": round(self.worker.peak_rss_mb(), 1),
-               "broker_rss_mb": round(proc_status_mb(self.broker.process.pid, "VmRSS"), 1),
-               "broker_rss_anon_mb": round(proc_status_mb(self.broker.process.pid, "RssAnon"), 1),
-               "broker_data_mb": round(dir_mb(self.workdir / "broker"), 1),
-               "load_average": load_average()}
-        self.console.print(f"  {label}: users in state {row['users_in_state']:,}, worker RSS "
-                           f"{row['worker_rss_mb']:,.0f} MB (anon {row['worker_rss_anon_mb']:,.0f}, peak "
-                           f"{row['worker_peak_rss_mb']:,.0f}), broker RSS {row['broker_rss_mb']:,.0f} MB (anon "
-                           f"{row['broker_rss_anon_mb']:,.0f}), broker data {row['broker_data_mb']:,.0f} MB")
+        row = {
+            "point": label,
+            "users_sent": self.users,
+            "events_sent": self.sent,
+            "users_in_state": int(metric_sum(samples, "streamrec_users_in_state")),
+            "users_expired": int(metric_sum(samples, "streamrec_users_expired_total")),
+            "worker_rss_mb": round(proc_status_mb(pid, "VmRSS"), 1),
+            "worker_rss_anon_mb": round(proc_status_mb(pid, "RssAnon"), 1),
+            "worker_peak_rss_mb": round(self.worker.peak_rss_mb(), 1),
+            "broker_rss_mb": round(proc_status_mb(self.broker.process.pid, "VmRSS"), 1),
+            "broker_rss_anon_mb": round(proc_status_mb(self.broker.process.pid, "RssAnon"), 1),
+            "broker_data_mb": round(dir_mb(self.workdir / "broker"), 1),
+            "load_average": load_average(),
+        }
+        self.console.print(
+            f"  {label}: users in state {row['users_in_state']:,}, worker RSS "
+            f"{row['worker_rss_mb']:,.0f} MB (anon {row['worker_rss_anon_mb']:,.0f}, peak "
+            f"{row['worker_peak_rss_mb']:,.0f}), broker RSS {row['broker_rss_mb']:,.0f} MB (anon "
+            f"{row['broker_rss_anon_mb']:,.0f}), broker data {row['broker_data_mb']:,.0f} MB"
+        )
         return row
 
     def send_users(self, n_users: int, events_per_user: int, progress: Progress) -> float:
@@ -220,8 +254,9 @@ class WorkerRun:
         started = time.monotonic()
         before = self.sent
         ts = int(time.time() * 1000)
-        task = progress.add_task(f"sending users {self.users:,}..{self.users + n_users:,}",
-                                 total=n_users * events_per_user, rate="")
+        task = progress.add_task(
+            f"sending users {self.users:,}..{self.users + n_users:,}", total=n_users * events_per_user, rate=""
+        )
         for u in range(self.users, self.users + n_users):
             for e in synthetic_events(f"user-{u:07d}", events_per_user, self.rng, self.infos, ts):
                 self.producer.send(Event(**e))
@@ -253,8 +288,7 @@ class WorkerRun:
             while self.metric("streamrec_users_in_state") > 0:
                 if time.monotonic() - started > timeout_s:
                     raise TimeoutError(f"users still in state after {timeout_s:.0f}s; see {self.worker.log_path}")
-                status.update(f"waiting for idle users to expire: "
-                              f"{self.metric('streamrec_users_in_state'):,.0f} left")
+                status.update(f"waiting for idle users to expire: {self.metric('streamrec_users_in_state'):,.0f} left")
                 time.sleep(1.0)
         return time.monotonic() - started
 
@@ -274,25 +308,49 @@ def worker_rss(args, console: Console) -> dict:
         with console.status("starting the worker and indexing the catalogue (all-MiniLM-L6-v2)"):
             run.start()
         rows.append(run.measure("0 users (catalogue indexed)"))
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             for c in checkpoints:
                 n = c - run.users
                 seconds = run.send_users(n, args.events_per_user, progress)
-                steps.append({"users": n, "events": n * args.events_per_user, "seconds": round(seconds, 1),
-                              "events_per_s": round(n * args.events_per_user / seconds)})
+                steps.append(
+                    {
+                        "users": n,
+                        "events": n * args.events_per_user,
+                        "seconds": round(seconds, 1),
+                        "events_per_s": round(n * args.events_per_user / seconds),
+                    }
+                )
                 rows.append(run.measure(f"{c:,} users"))
         expiry = None
         if args.ttl_s is not None:
             waited = run.wait_expired(timeout_s=args.ttl_s * 3 + 120)
             rows.append(run.measure(f"after expiry (waited {waited:.0f} s)"))
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as progress:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
                 run.send_users(args.users, args.events_per_user, progress)
             rows.append(run.measure(f"second wave: {args.users:,} new users"))
             expiry = {"ttl_s": args.ttl_s, "waited_s": round(waited)}
-        return {"events_per_user": args.events_per_user, "ttl_s": args.ttl_s, "rows": rows, "steps": steps,
-                "expiry": expiry, "wall_s": round(time.monotonic() - t0)}
+        return {
+            "events_per_user": args.events_per_user,
+            "ttl_s": args.ttl_s,
+            "rows": rows,
+            "steps": steps,
+            "expiry": expiry,
+            "wall_s": round(time.monotonic() - t0),
+        }
     finally:
         run.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -301,24 +359,42 @@ def worker_rss(args, console: Console) -> dict:
 def slopes(rows: list[dict]) -> list[dict]:
     """RSS growth per 100k users between consecutive checkpoints of the ingest phase."""
     points = [r for r in rows if r["users_in_state"] == r["users_sent"]]
-    return [{"from_users": a["users_sent"], "to_users": b["users_sent"],
-             "mb_per_100k_users": round((b["worker_rss_mb"] - a["worker_rss_mb"]) * 100_000
-                                        / (b["users_sent"] - a["users_sent"]), 1)}
-            for a, b in pairwise(points) if b["users_sent"] > a["users_sent"]]
+    return [
+        {
+            "from_users": a["users_sent"],
+            "to_users": b["users_sent"],
+            "mb_per_100k_users": round(
+                (b["worker_rss_mb"] - a["worker_rss_mb"]) * 100_000 / (b["users_sent"] - a["users_sent"]), 1
+            ),
+        }
+        for a, b in pairwise(points)
+        if b["users_sent"] > a["users_sent"]
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000, help="distinct synthetic users sent to the worker")
     parser.add_argument("--events-per-user", type=int, default=1, help="events of each user")
-    parser.add_argument("--checkpoints", default="10000,100000,250000,500000",
-                        help="comma-separated user counts to measure at on the way (plus --users)")
-    parser.add_argument("--ttl-s", type=float, default=None,
-                        help="run the worker with this idle-user TTL, wait for expiry, send a second wave")
+    parser.add_argument(
+        "--checkpoints",
+        default="10000,100000,250000,500000",
+        help="comma-separated user counts to measure at on the way (plus --users)",
+    )
+    parser.add_argument(
+        "--ttl-s",
+        type=float,
+        default=None,
+        help="run the worker with this idle-user TTL, wait for expiry, send a second wave",
+    )
     parser.add_argument("--heap-users", type=int, default=20_000, help="users of the in-process heap measure")
     parser.add_argument("--state-only", action="store_true", help="part 1 only (no broker, no worker)")
-    parser.add_argument("--min-available-mb", type=float, default=3000,
-                        help="stop sending when the machine has less memory available than this")
+    parser.add_argument(
+        "--min-available-mb",
+        type=float,
+        default=3000,
+        help="stop sending when the machine has less memory available than this",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where the broker's data goes (default: /tmp)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench-memory.json"))
     args = parser.parse_args()
@@ -334,22 +410,28 @@ def main() -> None:
     console.print("[bold]bytes of state per user[/] (UserState.to_bytes: header 4 + JSON + float32 vector)")
     for name in ("light", "typical", "heavy", "every_buffer_full"):
         s = sizes[name]
-        console.print(f"| {name} | {s['total']:,} | vector {s['vector']:,} | JSON {s['json']:,}: history "
-                      f"{s['history']:,} ({s['entries']['history']}), seen ids {s['seen_event_ids']:,} "
-                      f"({s['entries']['seen']}), consumed {s['consumed']:,} ({s['entries']['consumed']}), last list "
-                      f"{s['last_list']:,}, pending {s['pending']:,} ({s['entries']['pending']}) |")
+        console.print(
+            f"| {name} | {s['total']:,} | vector {s['vector']:,} | JSON {s['json']:,}: history "
+            f"{s['history']:,} ({s['entries']['history']}), seen ids {s['seen_event_ids']:,} "
+            f"({s['entries']['seen']}), consumed {s['consumed']:,} ({s['entries']['consumed']}), last list "
+            f"{s['last_list']:,}, pending {s['pending']:,} ({s['entries']['pending']}) |"
+        )
     heap = sizes["python_heap_per_light_user"]
-    console.print(f"Python heap per light user ({heap['users']:,} users): {heap['with_decoded_cache']:,} B with the "
-                  f"decoded-state cache, {heap['table_and_last_active_only']:,} B without")
+    console.print(
+        f"Python heap per light user ({heap['users']:,} users): {heap['with_decoded_cache']:,} B with the "
+        f"decoded-state cache, {heap['table_and_last_active_only']:,} B without"
+    )
     if not args.state_only:
         result["worker"] = worker = worker_rss(args, console)
         worker["mb_per_100k_users"] = slopes(worker["rows"])
         console.print("\n[bold]worker RSS[/]")
         for r in worker["rows"]:
-            console.print(f"| {r['point']} | {r['users_in_state']:,} in state | RSS {r['worker_rss_mb']:,.0f} MB | "
-                          f"anon {r['worker_rss_anon_mb']:,.0f} MB | peak {r['worker_peak_rss_mb']:,.0f} MB | "
-                          f"broker RSS {r['broker_rss_mb']:,.0f} MB (anon {r['broker_rss_anon_mb']:,.0f}), "
-                          f"data {r['broker_data_mb']:,.0f} MB | load {r['load_average']} |")
+            console.print(
+                f"| {r['point']} | {r['users_in_state']:,} in state | RSS {r['worker_rss_mb']:,.0f} MB | "
+                f"anon {r['worker_rss_anon_mb']:,.0f} MB | peak {r['worker_peak_rss_mb']:,.0f} MB | "
+                f"broker RSS {r['broker_rss_mb']:,.0f} MB (anon {r['broker_rss_anon_mb']:,.0f}), "
+                f"data {r['broker_data_mb']:,.0f} MB | load {r['load_average']} |"
+            )
         for s in worker["mb_per_100k_users"]:
             console.print(f"{s['from_users']:,} -> {s['to_users']:,} users: {s['mb_per_100k_users']} MB per 100k users")
         for s in worker["steps"]:
@@ -357,8 +439,10 @@ def main() -> None:
     result["load_average_end"] = load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"{result['date']} - {result['machine']}; load average {result['load_average_start']} -> "
-                  f"{result['load_average_end']}\nwritten to {args.out}")
+    console.print(
+        f"{result['date']} - {result['machine']}; load average {result['load_average_start']} -> "
+        f"{result['load_average_end']}\nwritten to {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -92,8 +92,9 @@ class ListReader:
                 raise RuntimeError(f"the worker exited; see {worker.log_path}")
             if time.monotonic() > deadline:
                 missing = sum(e not in self.published for e in event_ids)
-                raise TimeoutError(f"{missing} of {len(event_ids)} lists not published after {timeout_s:.0f}s; "
-                                   f"see {worker.log_path}")
+                raise TimeoutError(
+                    f"{missing} of {len(event_ids)} lists not published after {timeout_s:.0f}s; see {worker.log_path}"
+                )
             time.sleep(0.05)
         return max(self.published[e] for e in event_ids)
 
@@ -105,9 +106,15 @@ class ListReader:
 
 def one_run(broker: EmbeddedBroker, workdir: Path, n: int, metrics_on: bool, workload, console: Console) -> dict:
     run_id = f"mo{n}-{'on' if metrics_on else 'off'}-{uuid.uuid4().hex[:6]}"
-    settings = Settings(bootstrap=broker.bootstrap, topic_prefix=f"{run_id}.", app_id=run_id,
-                        metrics_enabled=metrics_on, metrics_port=free_port(), data_dir=str(workdir / run_id),
-                        model_store=str(workdir / "models"))
+    settings = Settings(
+        bootstrap=broker.bootstrap,
+        topic_prefix=f"{run_id}.",
+        app_id=run_id,
+        metrics_enabled=metrics_on,
+        metrics_port=free_port(),
+        data_dir=str(workdir / run_id),
+        model_store=str(workdir / "models"),
+    )
     create_topics(settings)
     producer = EventProducer(settings)
     for info in workload.items:
@@ -127,9 +134,15 @@ def one_run(broker: EmbeddedBroker, workdir: Path, n: int, metrics_on: bool, wor
         for i, e in enumerate(workload.events):
             event_id = f"{run_id}-{i}"
             last_of_user[e.user_id] = event_id
-            records.append((e.user_id.encode(), json.dumps(
-                {"event_id": event_id, "user_id": e.user_id, "item_id": e.item_id, "type": e.type,
-                 "ts": ts}, separators=(",", ":")).encode()))
+            records.append(
+                (
+                    e.user_id.encode(),
+                    json.dumps(
+                        {"event_id": event_id, "user_id": e.user_id, "item_id": e.item_id, "type": e.type, "ts": ts},
+                        separators=(",", ":"),
+                    ).encode(),
+                )
+            )
         pid = worker.process.pid
         cpu_before, load = cpu_seconds(pid), load_average()
         started_ms = time.time() * 1000
@@ -146,12 +159,21 @@ def one_run(broker: EmbeddedBroker, workdir: Path, n: int, metrics_on: bool, wor
         if (counted > 0) != metrics_on:  # the switch must have taken effect in the worker
             raise RuntimeError(f"metrics {'on' if metrics_on else 'off'} but the worker counted {counted:.0f} lists")
         elapsed = (last_published - started_ms) / 1000
-        row = {"metrics": "on" if metrics_on else "off", "events": len(records), "elapsed_s": round(elapsed, 2),
-               "events_per_s": round(len(records) / elapsed, 1), "send_s": round(sent_s, 2),
-               "worker_cpu_s": round(cpu, 2), "worker_cpu_ms_per_1k_events": round(1e6 * cpu / len(records), 1),
-               "lists": len(reader.published) - 1, "load_average": load}
-        console.print(f"  metrics {row['metrics']:>3}: {row['events_per_s']:,.0f} events/s ({row['elapsed_s']} s), "
-                      f"worker CPU {row['worker_cpu_ms_per_1k_events']} ms / 1k events, load {load}")
+        row = {
+            "metrics": "on" if metrics_on else "off",
+            "events": len(records),
+            "elapsed_s": round(elapsed, 2),
+            "events_per_s": round(len(records) / elapsed, 1),
+            "send_s": round(sent_s, 2),
+            "worker_cpu_s": round(cpu, 2),
+            "worker_cpu_ms_per_1k_events": round(1e6 * cpu / len(records), 1),
+            "lists": len(reader.published) - 1,
+            "load_average": load,
+        }
+        console.print(
+            f"  metrics {row['metrics']:>3}: {row['events_per_s']:,.0f} events/s ({row['elapsed_s']} s), "
+            f"worker CPU {row['worker_cpu_ms_per_1k_events']} ms / 1k events, load {load}"
+        )
         return row
     finally:
         reader.close()
@@ -178,10 +200,17 @@ def ingest_cpu(events: int, users: int) -> float:
 
     proc = IngestProcessor(Settings(), index, table, discard, discard, "bench")
     ts = int(time.time() * 1000)
-    raw = [json.dumps({"event_id": f"e{i}", "user_id": e.user_id, "item_id": e.item_id, "type": e.type, "ts": ts},
-                      separators=(",", ":")).encode() for i, e in enumerate(workload.events)]
-    batches = [[SourceRecord(r, "events", 0, start + n) for n, r in enumerate(raw[start:start + 500])]
-               for start in range(0, len(raw), 500)]
+    raw = [
+        json.dumps(
+            {"event_id": f"e{i}", "user_id": e.user_id, "item_id": e.item_id, "type": e.type, "ts": ts},
+            separators=(",", ":"),
+        ).encode()
+        for i, e in enumerate(workload.events)
+    ]
+    batches = [
+        [SourceRecord(r, "events", 0, start + n) for n, r in enumerate(raw[start : start + 500])]
+        for start in range(0, len(raw), 500)
+    ]
 
     async def run() -> float:
         cpu = time.process_time()
@@ -199,15 +228,29 @@ def ingest_runs(events: int, users: int, repeats: int, console: Console) -> list
     """Child processes, switch on / off alternating: CPU microseconds per event of the ingest step."""
     rows = []
     for r in range(repeats):
-        for metrics_on in ((True, False) if r % 2 == 0 else (False, True)):
+        for metrics_on in (True, False) if r % 2 == 0 else (False, True):
             env = dict(os.environ, STREAMREC_METRICS_ENABLED=str(metrics_on).lower(), OMP_NUM_THREADS="1")
-            out = subprocess.run([sys.executable, __file__, "--ingest-child", "--events", str(events), "--users",
-                                  str(users)], env=env, capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--ingest-child", "--events", str(events), "--users", str(users)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             cpu = float(out.strip().splitlines()[-1])
-            rows.append({"metrics": "on" if metrics_on else "off", "events": events, "cpu_s": round(cpu, 3),
-                         "cpu_us_per_event": round(1e6 * cpu / events, 1), "load_average": load_average()})
-            console.print(f"  ingest step, metrics {rows[-1]['metrics']:>3}: {rows[-1]['cpu_us_per_event']} "
-                          f"CPU us / event, load {rows[-1]['load_average']}")
+            rows.append(
+                {
+                    "metrics": "on" if metrics_on else "off",
+                    "events": events,
+                    "cpu_s": round(cpu, 3),
+                    "cpu_us_per_event": round(1e6 * cpu / events, 1),
+                    "load_average": load_average(),
+                }
+            )
+            console.print(
+                f"  ingest step, metrics {rows[-1]['metrics']:>3}: {rows[-1]['cpu_us_per_event']} "
+                f"CPU us / event, load {rows[-1]['load_average']}"
+            )
     return rows
 
 
@@ -228,38 +271,59 @@ def main() -> None:
         return
 
     console = Console()
-    result = {"date": dt.date.today().isoformat(), "machine": describe(), "events": args.events,
-              "users": args.users, "repeats": args.repeats, "load_average_start": load_average()}
+    result = {
+        "date": dt.date.today().isoformat(),
+        "machine": describe(),
+        "events": args.events,
+        "users": args.users,
+        "repeats": args.repeats,
+        "load_average_start": load_average(),
+    }
     worker_cpu_ms = None
     if not args.skip_worker:
         result["worker"] = worker = worker_runs(args, console)
         worker_cpu_ms = worker["median"]["off"]["worker_cpu_ms_per_1k_events"]
     ingest = ingest_runs(args.events, args.users, args.repeats, console)
-    on, off = (statistics.median(r["cpu_us_per_event"] for r in ingest if r["metrics"] == side) for side in ("on", "off"))
+    on, off = (
+        statistics.median(r["cpu_us_per_event"] for r in ingest if r["metrics"] == side) for side in ("on", "off")
+    )
     result["ingest_step"] = {
-        "median_cpu_us_per_event": {"on": on, "off": off}, "metrics_cpu_us_per_event": round(on - off, 1),
+        "median_cpu_us_per_event": {"on": on, "off": off},
+        "metrics_cpu_us_per_event": round(on - off, 1),
         "cpu_ratio_on_over_off": round(on / off, 4),
         "metrics_share_of_worker_cpu": None if worker_cpu_ms is None else round((on - off) / worker_cpu_ms, 4),
-        "runs": ingest}
+        "runs": ingest,
+    }
     result["load_average_end"] = load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    console.print(f"\n[bold]{result['date']} - {result['machine']}[/]; load average {result['load_average_start']} "
-                  f"-> {result['load_average_end']}")
+    console.print(
+        f"\n[bold]{result['date']} - {result['machine']}[/]; load average {result['load_average_start']} "
+        f"-> {result['load_average_end']}"
+    )
     if not args.skip_worker:
         for side in ("on", "off"):
             each = ", ".join(f"{r['events_per_s']:,.0f}" for r in worker["runs"] if r["metrics"] == side)
             m = worker["median"][side]
-            console.print(f"| worker, metrics {side} | median {m['events_per_s']:,.0f} events/s (runs: {each}) | "
-                          f"worker CPU median {m['worker_cpu_ms_per_1k_events']} ms / 1k events |")
-        console.print(f"worker events/s with metrics = {worker['throughput_ratio_on_over_off']:.3f} x without; "
-                      f"worker CPU per event with metrics = {worker['cpu_ratio_on_over_off']:.3f} x without")
+            console.print(
+                f"| worker, metrics {side} | median {m['events_per_s']:,.0f} events/s (runs: {each}) | "
+                f"worker CPU median {m['worker_cpu_ms_per_1k_events']} ms / 1k events |"
+            )
+        console.print(
+            f"worker events/s with metrics = {worker['throughput_ratio_on_over_off']:.3f} x without; "
+            f"worker CPU per event with metrics = {worker['cpu_ratio_on_over_off']:.3f} x without"
+        )
     each = ", ".join(f"{r['metrics']} {r['cpu_us_per_event']}" for r in ingest)
-    share = "" if worker_cpu_ms is None else \
-        f", {100 * result['ingest_step']['metrics_share_of_worker_cpu']:.1f}% of the worker's CPU per event"
-    console.print(f"ingest step CPU per event: metrics on {on} us, off {off} us (runs: {each}); the metrics cost "
-                  f"{on - off:.1f} us per event ({100 * (on / off - 1):.1f}% of the ingest step{share})")
+    share = (
+        ""
+        if worker_cpu_ms is None
+        else f", {100 * result['ingest_step']['metrics_share_of_worker_cpu']:.1f}% of the worker's CPU per event"
+    )
+    console.print(
+        f"ingest step CPU per event: metrics on {on} us, off {off} us (runs: {each}); the metrics cost "
+        f"{on - off:.1f} us per event ({100 * (on / off - 1):.1f}% of the ingest step{share})"
+    )
     console.print(f"written to {args.out}")
 
 
@@ -271,17 +335,27 @@ def worker_runs(args, console: Console) -> dict:
     runs: list[dict] = []
     try:
         for r in range(args.repeats):
-            for metrics_on in ((True, False) if r % 2 == 0 else (False, True)):
+            for metrics_on in (True, False) if r % 2 == 0 else (False, True):
                 runs.append(one_run(broker, workdir, len(runs), metrics_on, workload, console))
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    median = {side: {key: statistics.median(r[key] for r in runs if r["metrics"] == side)
-                     for key in ("events_per_s", "worker_cpu_ms_per_1k_events")} for side in ("on", "off")}
-    return {"median": median, "runs": runs,
-            "throughput_ratio_on_over_off": round(median["on"]["events_per_s"] / median["off"]["events_per_s"], 4),
-            "cpu_ratio_on_over_off": round(median["on"]["worker_cpu_ms_per_1k_events"]
-                                           / median["off"]["worker_cpu_ms_per_1k_events"], 4)}
+    median = {
+        side: {
+            key: statistics.median(r[key] for r in runs if r["metrics"] == side)
+            for key in ("events_per_s", "worker_cpu_ms_per_1k_events")
+        }
+        for side in ("on", "off")
+    }
+    return {
+        "median": median,
+        "runs": runs,
+        "throughput_ratio_on_over_off": round(median["on"]["events_per_s"] / median["off"]["events_per_s"], 4),
+        "cpu_ratio_on_over_off": round(
+            median["on"]["worker_cpu_ms_per_1k_events"] / median["off"]["worker_cpu_ms_per_1k_events"], 4
+        ),
+    }
+
 
 if __name__ == "__main__":
     main()

@@ -40,8 +40,11 @@ def main() -> None:
     paced: dict[str, list[dict]] = {"hybrid+learner": [], "content-only": []}
     for _ in range(args.repeats):
         for name, with_learner in (("hybrid+learner", True), ("content-only", False)):
-            paced[name].append(run_demo(events=args.paced_events, rate=args.rate, with_learner=with_learner, with_api=False,
-                                        console=quiet))
+            paced[name].append(
+                run_demo(
+                    events=args.paced_events, rate=args.rate, with_learner=with_learner, with_api=False, console=quiet
+                )
+            )
             lat = paced[name][-1]["latency_ms"]
             console.print(f"paced {name}: p50 {lat['p50']} / p95 {lat['p95']} / p99 {lat['p99']} ms")
     result = {"date": dt.date.today().isoformat(), "machine": describe(), "full_speed": full, "paced": paced}
@@ -49,15 +52,19 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     console.print(f"\n[bold]{result['date']} - {result['machine']}[/]")
-    console.print(f"| full speed, hybrid + learner | {full['events_sent']:,} events | {full['events_per_s']:,.0f} events/s "
-                  f"| worker peak RSS {full['worker_peak_rss_mb']:.0f} MB | {full['recommendations_published']:,} lists |")
+    console.print(
+        f"| full speed, hybrid + learner | {full['events_sent']:,} events | {full['events_per_s']:,.0f} events/s "
+        f"| worker peak RSS {full['worker_peak_rss_mb']:.0f} MB | {full['recommendations_published']:,} lists |"
+    )
     for name, runs in paced.items():
         med = {q: statistics.median(r["latency_ms"][q] for r in runs) for q in ("p50", "p95", "p99")}
         each = ", ".join(f"{r['latency_ms']['p99']:.0f}" for r in runs)
         hr = statistics.median(r["online_hit_rate_at_10"] for r in runs)
-        console.print(f"| --rate {args.rate:.0f}, {name} | {runs[0]['events_sent']:,} events x {len(runs)} | "
-                      f"median p50 {med['p50']:.0f} / p95 {med['p95']:.0f} / p99 {med['p99']:.0f} ms "
-                      f"(p99 of each run: {each}) | online HR@10 {hr:.4f} |")
+        console.print(
+            f"| --rate {args.rate:.0f}, {name} | {runs[0]['events_sent']:,} events x {len(runs)} | "
+            f"median p50 {med['p50']:.0f} / p95 {med['p95']:.0f} / p99 {med['p99']:.0f} ms "
+            f"(p99 of each run: {each}) | online HR@10 {hr:.4f} |"
+        )
     console.print(f"written to {args.out}")
 
 

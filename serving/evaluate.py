@@ -71,16 +71,30 @@ def _read_events(path: Path) -> list[Interaction]:
         if missing:
             raise ValueError(f"{path}: row {n + 1} lacks {sorted(missing)} (needs user_id, item_id, ts)")
         value = row.get("value")
-        events.append(Interaction(str(row["user_id"]), str(row["item_id"]), int(float(row["ts"])),
-                                  str(row.get("type") or "rating"),
-                                  float(value) if value not in (None, "") else None))
+        events.append(
+            Interaction(
+                str(row["user_id"]),
+                str(row["item_id"]),
+                int(float(row["ts"])),
+                str(row.get("type") or "rating"),
+                float(value) if value not in (None, "") else None,
+            )
+        )
     events.sort(key=lambda e: e.ts)  # stable: ties keep file order
     return events
 
 
 def _read_items(path: Path) -> list[tuple]:
-    return [(str(r["item_id"]), str(r.get("title") or r["item_id"]), r.get("category") or None, [],
-             r.get("description") or None) for r in _rows(path)]
+    return [
+        (
+            str(r["item_id"]),
+            str(r.get("title") or r["item_id"]),
+            r.get("category") or None,
+            [],
+            r.get("description") or None,
+        )
+        for r in _rows(path)
+    ]
 
 
 @dataclass
@@ -94,8 +108,10 @@ class Catalogue:
 
 def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Console) -> Catalogue:
     encoder = TextEncoder(encoder_dir)
-    texts = {item_id: render_item_text(title, category, description, tags)
-             for item_id, title, category, tags, description in items}
+    texts = {
+        item_id: render_item_text(title, category, description, tags)
+        for item_id, title, category, tags, description in items
+    }
     with _progress(console) as progress:
         task = progress.add_task(f"embedding {len(items)} items ({encoder.name})", total=len(items))
         vectors = encoder.encode([texts[item[0]] for item in items], progress=lambda n: progress.advance(task, n))
@@ -108,8 +124,9 @@ def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Consol
 OPT_IN_MODELS = ("hybrid-finetuned",)
 
 
-def model_factories(catalogue: Catalogue | None, settings: Settings | None = None,
-                    schedule: FinetuneSchedule | None = None) -> dict[str, Callable[[], Recommender]]:
+def model_factories(
+    catalogue: Catalogue | None, settings: Settings | None = None, schedule: FinetuneSchedule | None = None
+) -> dict[str, Callable[[], Recommender]]:
     """Every model of the harness by name. The hybrids take their betas from ``settings`` (the
     workers' ``STREAMREC_WEIGHT_*``), ``hybrid-finetuned`` the learner's fine-tune cycle
     (``settings.finetune_schedule()``, or ``schedule``)."""
@@ -124,29 +141,41 @@ def model_factories(catalogue: Catalogue | None, settings: Settings | None = Non
         "river-biasedmf": lambda: RiverMF("biased", n_factors=32, learning_rate=0.05, n_negatives=3),
         "implicit-als": lambda: PeriodicALS("als", retrain_every=10_000),
         "implicit-als-foldin": lambda: PeriodicALS("als", retrain_every=10_000, fold_in_users=True),
-        "implicit-bpr": lambda: PeriodicALS("bpr", retrain_every=10_000, factors=64, iterations=100,
-                                            learning_rate=0.05),
+        "implicit-bpr": lambda: PeriodicALS(
+            "bpr", retrain_every=10_000, factors=64, iterations=100, learning_rate=0.05
+        ),
     }
     if catalogue is not None:
         index = catalogue.index
 
         def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
             return lambda: OnlineHybrid(index, weights, name=name)
+
         factories["content-only"] = hybrid("content-only", HybridWeights(content=1.0, cf=0.0, trending=0.0))
         factories["cf-only"] = hybrid("cf-only", HybridWeights(content=0.0, cf=1.0, trending=0.0))
         factories["hybrid"] = hybrid("hybrid", weights)
         factories["hybrid-mmr"] = lambda: OnlineHybrid(index, weights, name="hybrid-mmr", mmr_lambda=0.8)
-        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(index, catalogue.texts, catalogue.encoder, weights,
-                                                                schedule)
+        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(
+            index, catalogue.texts, catalogue.encoder, weights, schedule
+        )
     return factories
 
 
-def run_evaluation(dataset: str | None = "movielens-100k", events_file: Path | None = None,
-                   items_file: Path | None = None, models: list[str] | None = None, k: int = 10,
-                   eval_every: int = 1, windows: int = 10, limit: int | None = None,
-                   json_path: Path | None = None, reports_dir: Path = Path("reports"),
-                   encoder_dir: str | None = None, console: Console | None = None,
-                   schedule: FinetuneSchedule | None = None) -> PrequentialResult:
+def run_evaluation(
+    dataset: str | None = "movielens-100k",
+    events_file: Path | None = None,
+    items_file: Path | None = None,
+    models: list[str] | None = None,
+    k: int = 10,
+    eval_every: int = 1,
+    windows: int = 10,
+    limit: int | None = None,
+    json_path: Path | None = None,
+    reports_dir: Path = Path("reports"),
+    encoder_dir: str | None = None,
+    console: Console | None = None,
+    schedule: FinetuneSchedule | None = None,
+) -> PrequentialResult:
     """Replay the log through ``models`` (default: all but :data:`OPT_IN_MODELS`) and write the
     reports; ``schedule`` sets the fine-tune cycles of ``hybrid-finetuned`` (default: the live
     learner's, from ``STREAMREC_FINETUNE_*``)."""
@@ -165,45 +194,65 @@ def run_evaluation(dataset: str | None = "movielens-100k", events_file: Path | N
 
     with _progress(console) as progress:
         task = progress.add_task("prequential replay", total=len(events))
-        result = prequential(events, built, k=k, eval_every=eval_every, windows=windows,
-                             progress=lambda n, scored: progress.update(task, completed=n),
-                             item_vectors=None if index is None else {i.item_id: index.vector_of(i.item_id)
-                                                                     for i in index.infos})
+        result = prequential(
+            events,
+            built,
+            k=k,
+            eval_every=eval_every,
+            windows=windows,
+            progress=lambda n, scored: progress.update(task, completed=n),
+            item_vectors=None if index is None else {i.item_id: index.vector_of(i.item_id) for i in index.infos},
+        )
     cycles = {m.name: m.cycles for m in built if isinstance(m, FinetunedHybrid)}
     write_reports(result, reports_dir, json_path, dataset or str(events_file), console, cycles)
     return result
 
 
-def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path | None, source: str,
-                  console: Console, cycles: dict[str, list[Cycle]] | None = None) -> None:
+def write_reports(
+    result: PrequentialResult,
+    reports_dir: Path,
+    json_path: Path | None,
+    source: str,
+    console: Console,
+    cycles: dict[str, list[Cycle]] | None = None,
+) -> None:
     """evaluation.md (metrics, per-window HR, fine-tune cycles), the HR plot, and the JSON."""
     cycles = cycles or {}
     reports_dir.mkdir(parents=True, exist_ok=True)
-    note = (f"Source: {source}; {result.n_events:,} events, {result.n_scored:,} scored "
-            f"(every {result.eval_every}{'st' if result.eval_every == 1 else 'th'} event with prior history"
-            f"{'; --eval-every subsamples the scored events, every event is still learned' if result.eval_every > 1 else ''}"
-            f"), K={result.k}, {result.wall_s:.0f} s. Cold start: {result.cold_start.n_scored:,} scored events on items "
-            f"first seen after event {result.cold_start.new_item_after:,} with < {result.cold_start.max_prior} prior "
-            f"interactions.")
+    note = (
+        f"Source: {source}; {result.n_events:,} events, {result.n_scored:,} scored "
+        f"(every {result.eval_every}{'st' if result.eval_every == 1 else 'th'} event with prior history"
+        f"{'; --eval-every subsamples the scored events, every event is still learned' if result.eval_every > 1 else ''}"
+        f"), K={result.k}, {result.wall_s:.0f} s. Cold start: {result.cold_start.n_scored:,} scored events on items "
+        f"first seen after event {result.cold_start.new_item_after:,} with < {result.cold_start.max_prior} prior "
+        f"interactions."
+    )
     markdown = f"# Prequential evaluation\n\n{note}\n\n{result.as_markdown()}\n"
     if result.paired:
-        markdown += (f"\n## Paired differences from {result.model_names[0]}\n\nMean per-event difference on the "
-                     f"same {result.n_scored:,} scored events, its standard error and z.\n\n"
-                     f"{result.paired_markdown()}\n")
+        markdown += (
+            f"\n## Paired differences from {result.model_names[0]}\n\nMean per-event difference on the "
+            f"same {result.n_scored:,} scored events, its standard error and z.\n\n"
+            f"{result.paired_markdown()}\n"
+        )
     markdown += f"\n## HR@{result.k} per time window\n\n{result.windows_markdown('hr')}\n"
     for name, log in cycles.items():
         markdown += f"\n## Fine-tune cycles of {name}\n\n{_cycles_summary(log)}\n\n{cycles_markdown(log, result.k)}\n"
     (reports_dir / "evaluation.md").write_text(markdown)
     plot_hr_over_time(result, reports_dir / "hr_over_time.png")
-    payload = {"models": {name: {key: _clean(v) for key, v in m.items()} for name, m in result.metrics.items()},
-               "cold_start_hr": {n: _clean(v) for n, v in result.cold_start.hr.items()},
-               "events_per_s": {n: round(t.events_per_s, 1) for n, t in result.timings.items()},
-               "k": result.k, "eval_every": result.eval_every, "n_events": result.n_events,
-               "n_scored": result.n_scored, "windows": [asdict(w) for w in result.windows],
-               "paired": {name: {metric: asdict(d) for metric, d in diffs.items()}
-                          for name, diffs in result.paired.items()},
-               "finetune_cycles": {name: [{key: _clean(v) for key, v in asdict(c).items()} for c in log]
-                                   for name, log in cycles.items()}}
+    payload = {
+        "models": {name: {key: _clean(v) for key, v in m.items()} for name, m in result.metrics.items()},
+        "cold_start_hr": {n: _clean(v) for n, v in result.cold_start.hr.items()},
+        "events_per_s": {n: round(t.events_per_s, 1) for n, t in result.timings.items()},
+        "k": result.k,
+        "eval_every": result.eval_every,
+        "n_events": result.n_events,
+        "n_scored": result.n_scored,
+        "windows": [asdict(w) for w in result.windows],
+        "paired": {name: {metric: asdict(d) for metric, d in diffs.items()} for name, diffs in result.paired.items()},
+        "finetune_cycles": {
+            name: [{key: _clean(v) for key, v in asdict(c).items()} for c in log] for name, log in cycles.items()
+        },
+    }
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(payload, indent=2, default=_clean) + "\n")
@@ -214,16 +263,20 @@ def write_reports(result: PrequentialResult, reports_dir: Path, json_path: Path 
         console.print(result.paired_markdown())
     for name, log in cycles.items():
         console.print(f"{name}: {_cycles_summary(log)}")
-    console.print(f"reports: {reports_dir / 'evaluation.md'}, {reports_dir / 'hr_over_time.png'}"
-                  + (f", {json_path}" if json_path else ""))
+    console.print(
+        f"reports: {reports_dir / 'evaluation.md'}, {reports_dir / 'hr_over_time.png'}"
+        + (f", {json_path}" if json_path else "")
+    )
 
 
 def _cycles_summary(cycles: list[Cycle]) -> str:
     """'N fine-tune cycles: P promoted, R rejected, S skipped; T s in cycles.'"""
     count = {outcome: sum(c.outcome == outcome for c in cycles) for outcome in ("promoted", "rejected", "skipped")}
-    return (f"{len(cycles)} fine-tune cycles: {count['promoted']} promoted, {count['rejected']} rejected, "
-            f"{count['skipped']} skipped; {sum(c.seconds for c in cycles):.0f} s in cycles"
-            + (f" on {cycles[-1].device}" if cycles else ""))
+    return (
+        f"{len(cycles)} fine-tune cycles: {count['promoted']} promoted, {count['rejected']} rejected, "
+        f"{count['skipped']} skipped; {sum(c.seconds for c in cycles):.0f} s in cycles"
+        + (f" on {cycles[-1].device}" if cycles else "")
+    )
 
 
 def plot_hr_over_time(result: PrequentialResult, path: Path) -> None:
@@ -260,5 +313,12 @@ def _clean(value):
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )

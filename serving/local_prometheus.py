@@ -37,8 +37,11 @@ def prometheus_config(ops_config: dict, ports: dict[str, int], rules_dir: Path, 
         **ops_config,
         "global": {**ops_config.get("global", {}), "scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(rules_dir / name) for name in ops_config.get("rule_files", [])],
-        "scrape_configs": [{**job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]}
-                           for job in ops_config["scrape_configs"] if job["job_name"] in ports],
+        "scrape_configs": [
+            {**job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]}
+            for job in ops_config["scrape_configs"]
+            if job["job_name"] in ports
+        ],
     }
 
 
@@ -53,9 +56,16 @@ class LocalPrometheus:
         ops_config = yaml.safe_load((OPS_PROMETHEUS / "prometheus.yml").read_text())
         config_path = work_dir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(prometheus_config(ops_config, ports, OPS_PROMETHEUS), sort_keys=False))
-        self.child = ChildProcess("prometheus", [
-            binary, f"--config.file={config_path}", f"--storage.tsdb.path={work_dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}"], work_dir / "prometheus.log")
+        self.child = ChildProcess(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={work_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            work_dir / "prometheus.log",
+        )
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.child.start()
@@ -88,8 +98,9 @@ class LocalPrometheus:
             time.sleep(0.5)
         window = f"{max(math.ceil(window_s), 5)}s"
         events_per_s = self.value(f"sum(rate(streamrec_batch_events_sum[{window}]))")
-        p99 = self.value("histogram_quantile(0.99, sum by (le) "
-                         f"(rate(streamrec_event_to_recommendation_seconds_bucket[{window}])))")
+        p99 = self.value(
+            f"histogram_quantile(0.99, sum by (le) (rate(streamrec_event_to_recommendation_seconds_bucket[{window}])))"
+        )
         hit_rate = self.value("avg(streamrec_online_hit_rate)")
         rules = [r for g in self.api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"]
         return {
@@ -106,12 +117,16 @@ def start_prometheus(console: Console, work_dir: Path, ports: dict[str, int]) ->
     """A started :class:`LocalPrometheus`, or None (said why) when it cannot run here."""
     binary = shutil.which("prometheus")
     if binary is None:
-        console.print("[yellow]--prometheus: no `prometheus` binary on PATH. Install it with `make ops-tools` or "
-                      "`apt-get install prometheus`; the demo goes on without it.[/]")
+        console.print(
+            "[yellow]--prometheus: no `prometheus` binary on PATH. Install it with `make ops-tools` or "
+            "`apt-get install prometheus`; the demo goes on without it.[/]"
+        )
         return None
     if not (OPS_PROMETHEUS / "prometheus.yml").is_file():
-        console.print(f"[yellow]--prometheus: {OPS_PROMETHEUS / 'prometheus.yml'} is missing (run the demo from a "
-                      "checkout of the repository); the demo goes on without Prometheus.[/]")
+        console.print(
+            f"[yellow]--prometheus: {OPS_PROMETHEUS / 'prometheus.yml'} is missing (run the demo from a "
+            "checkout of the repository); the demo goes on without Prometheus.[/]"
+        )
         return None
     prometheus = LocalPrometheus(binary, work_dir, ports)
     try:

@@ -90,9 +90,15 @@ class RecommendationConsumer:
     #: holding them, and a tight poll loop would burn a core.
     empty_poll_pause_s = 0.01
 
-    def __init__(self, settings: Settings | None = None, group_id: str | None = None,
-                 from_beginning: bool = True, idle_timeout_s: float | None = None,
-                 tombstones: bool = False, **kafka_config) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        group_id: str | None = None,
+        from_beginning: bool = True,
+        idle_timeout_s: float | None = None,
+        tombstones: bool = False,
+        **kafka_config,
+    ) -> None:
         from kafka import KafkaConsumer
 
         self.settings = settings or Settings()

@@ -11,4 +11,15 @@ metrics, the model store, the embedded broker, child processes, and three packag
 Imports model/, never serving/.
 """
 
-__all__ = ["config", "schemas", "metrics", "model_store", "model_updates", "broker", "process", "worker", "learner", "kafka"]
+__all__ = [
+    "config",
+    "schemas",
+    "metrics",
+    "model_store",
+    "model_updates",
+    "broker",
+    "process",
+    "worker",
+    "learner",
+    "kafka",
+]

@@ -44,11 +44,29 @@ def _tansu_binary() -> str:
 
 def broker_command(kind: str, host: str, port: int, data_dir: Path) -> list[str]:
     if kind == "noida":
-        return [_noida_binary(), "start", "--data-dir", str(data_dir), "--host", host, "--only", "kafka",
-                "--kafka-port", str(port)]
+        return [
+            _noida_binary(),
+            "start",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            host,
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(port),
+        ]
     if kind == "tansu":
-        return [_tansu_binary(), "broker", "--listener-url", f"tcp://{host}:{port}",
-                "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
+        return [
+            _tansu_binary(),
+            "broker",
+            "--listener-url",
+            f"tcp://{host}:{port}",
+            "--advertised-listener-url",
+            f"tcp://{host}:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
     raise BrokerError(f"unknown broker kind {kind!r}; choose one of {', '.join(BROKER_KINDS)}")
 
 
@@ -79,8 +97,14 @@ class EmbeddedBroker:
             print(broker.bootstrap)  # 127.0.0.1:<port>
     """
 
-    def __init__(self, kind: str = "noida", host: str = "127.0.0.1", port: int | None = None,
-                 data_dir: str | Path = ".streamrec/broker", log_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        kind: str = "noida",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        data_dir: str | Path = ".streamrec/broker",
+        log_path: str | Path | None = None,
+    ) -> None:
         self.kind = kind
         self.host = host
         self.port = port or free_port(host)
@@ -96,8 +120,9 @@ class EmbeddedBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = broker_command(self.kind, self.host, self.port, self.data_dir.resolve())
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

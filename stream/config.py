@@ -18,8 +18,9 @@ class Settings(KafkaConnection):
     """One place for the knobs; each field is also an env var, e.g. ``STREAMREC_K``. The Kafka
     connection (``STREAMREC_BOOTSTRAP``, SSL, SASL) is :class:`~stream.kafka.connection.KafkaConnection`'s."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", hide_input_in_errors=True,
-                                      env_parse_none_str="null")
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", extra="ignore", hide_input_in_errors=True, env_parse_none_str="null"
+    )
 
     topic_prefix: str = Field("streamrec.", description="prefix of every topic name")
     partitions: int = Field(4, ge=1, description="partitions of the keyed topics (events, recommendations)")
@@ -35,11 +36,18 @@ class Settings(KafkaConnection):
     metrics_enabled: bool = Field(True, description="Prometheus metrics on (off only to measure their cost)")
     metrics_port: int = Field(9108, ge=0, description="port of the Prometheus endpoint (0: none)")
     data_dir: str = Field(".streamrec/worker", description="local directory of the worker's table files")
-    encoder_dir: str | None = Field(None, description="item encoder: minilm (default), smollm2, or a local Hugging Face model directory")
-    instance_id: str | None = Field(None, description="static consumer-group member id (Kafka group.instance.id): "
-                                    "a worker restarted with the same id takes its partitions back at once")
+    encoder_dir: str | None = Field(
+        None, description="item encoder: minilm (default), smollm2, or a local Hugging Face model directory"
+    )
+    instance_id: str | None = Field(
+        None,
+        description="static consumer-group member id (Kafka group.instance.id): "
+        "a worker restarted with the same id takes its partitions back at once",
+    )
     session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
-    empty_fetch_backoff_s: float = Field(0.005, ge=0, description="pause after an empty fetch (see stream.kafka.fetch_backoff)")
+    empty_fetch_backoff_s: float = Field(
+        0.005, ge=0, description="pause after an empty fetch (see stream.kafka.fetch_backoff)"
+    )
     model_store: str = Field(".streamrec/models", description="model store: a directory or any fsspec URI")
     snapshot_every_events: int = Field(50_000, ge=1, description="learner: snapshot after this many new events")
     learner_nice: int = Field(10, ge=0, le=19, description="learner: CPU priority below the workers (nice)")
@@ -50,26 +58,50 @@ class Settings(KafkaConnection):
     weight_cf: float = Field(_WEIGHTS.cf, ge=0, description="hybrid beta of the collaborative-filtering score")
     weight_trending: float = Field(_WEIGHTS.trending, ge=0, description="hybrid beta of the trending score")
     mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
-    cf_min_item_count: float = Field(1.0, ge=0, description="learner: items seen fewer times (decayed) get no CF "
-                                     "score and stay out of the snapshot's co-occurrence matrix")
-    user_ttl_s: float = Field(30 * 24 * 3600.0, ge=0, description="worker: users idle this long leave its state "
-                              "(0: never); a returning user starts afresh")
+    cf_min_item_count: float = Field(
+        1.0,
+        ge=0,
+        description="learner: items seen fewer times (decayed) get no CF "
+        "score and stay out of the snapshot's co-occurrence matrix",
+    )
+    user_ttl_s: float = Field(
+        30 * 24 * 3600.0,
+        ge=0,
+        description="worker: users idle this long leave its state (0: never); a returning user starts afresh",
+    )
     lag_interval_s: float = Field(5.0, gt=0, description="worker: how often consumer lag is exported")
     learner_metrics_port: int = Field(9109, ge=0, description="learner: port of its Prometheus endpoint (0: none)")
     finetune: bool = Field(True, description="learner: micro-fine-tune the encoder's LoRA adapter on recent behaviour")
-    finetune_every_events: int = Field(_CYCLE.every_events, ge=1, description="learner: a fine-tune cycle after this many events")
-    finetune_every_s: float = Field(_CYCLE.every_s, gt=0, description="learner: or after this long, if examples came in")
-    finetune_min_examples: int = Field(_CYCLE.min_examples, ge=2, description="learner: no cycle with fewer training examples")
-    finetune_budget_s: float = Field(_CYCLE.budget_s, gt=0, description="learner: time box of one cycle's training steps")
-    finetune_max_steps: int | None = Field(_CYCLE.max_steps, ge=1, description="learner: most training steps of one cycle (none: the time box alone)")
+    finetune_every_events: int = Field(
+        _CYCLE.every_events, ge=1, description="learner: a fine-tune cycle after this many events"
+    )
+    finetune_every_s: float = Field(
+        _CYCLE.every_s, gt=0, description="learner: or after this long, if examples came in"
+    )
+    finetune_min_examples: int = Field(
+        _CYCLE.min_examples, ge=2, description="learner: no cycle with fewer training examples"
+    )
+    finetune_budget_s: float = Field(
+        _CYCLE.budget_s, gt=0, description="learner: time box of one cycle's training steps"
+    )
+    finetune_max_steps: int | None = Field(
+        _CYCLE.max_steps, ge=1, description="learner: most training steps of one cycle (none: the time box alone)"
+    )
     finetune_batch_size: int = Field(_CYCLE.batch_size, ge=2, description="learner: examples per training step")
-    finetune_buffer_size: int = Field(_CYCLE.buffer_size, ge=10, description="learner: recent training examples kept (each holds its prior: 2 bytes per catalogue item)")
-    finetune_holdout: float = Field(_CYCLE.holdout, gt=0, lt=1, description="learner: newest share of examples held out")
+    finetune_buffer_size: int = Field(
+        _CYCLE.buffer_size,
+        ge=10,
+        description="learner: recent training examples kept (each holds its prior: 2 bytes per catalogue item)",
+    )
+    finetune_holdout: float = Field(
+        _CYCLE.holdout, gt=0, lt=1, description="learner: newest share of examples held out"
+    )
     finetune_lr: float = Field(_CYCLE.lr, gt=0, description="learner: AdamW learning rate of the LoRA weights")
-    finetune_temperature: float = Field(_CYCLE.temperature, gt=0, description="learner: softmax temperature of the fine-tune objective")
+    finetune_temperature: float = Field(
+        _CYCLE.temperature, gt=0, description="learner: softmax temperature of the fine-tune objective"
+    )
     finetune_threads: int = Field(1, ge=1, description="learner: CPU threads for training (cuda is used when present)")
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
-
 
     def hybrid_weights(self) -> HybridWeights:
         return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending)
@@ -82,10 +114,18 @@ class Settings(KafkaConnection):
         500
         """
         return FinetuneSchedule(
-            every_events=self.finetune_every_events, every_s=self.finetune_every_s, budget_s=self.finetune_budget_s,
-            max_steps=self.finetune_max_steps, batch_size=self.finetune_batch_size, lr=self.finetune_lr,
-            temperature=self.finetune_temperature, holdout=self.finetune_holdout,
-            buffer_size=self.finetune_buffer_size, min_examples=self.finetune_min_examples, k=self.k)
+            every_events=self.finetune_every_events,
+            every_s=self.finetune_every_s,
+            budget_s=self.finetune_budget_s,
+            max_steps=self.finetune_max_steps,
+            batch_size=self.finetune_batch_size,
+            lr=self.finetune_lr,
+            temperature=self.finetune_temperature,
+            holdout=self.finetune_holdout,
+            buffer_size=self.finetune_buffer_size,
+            min_examples=self.finetune_min_examples,
+            k=self.k,
+        )
 
     def env(self) -> dict[str, str]:
         """These settings as STREAMREC_* variables for a child process (secrets in clear; None as "null").

@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 disable_created_metrics()  # no *_created series: they double the scrape for no insight
 
 EVENTS = Counter(
-    "streamrec_events", "Events seen by the ingest agent, by type and outcome "
-    "(processed, duplicate, pending_item, dlq, forgotten)", ["type", "outcome"]
+    "streamrec_events",
+    "Events seen by the ingest agent, by type and outcome (processed, duplicate, pending_item, dlq, forgotten)",
+    ["type", "outcome"],
 )
 DLQ = Counter("streamrec_dlq", "Records sent to the dead-letter topic, by reason", ["reason"])
 EVENT_TO_RECOMMENDATION = Histogram(
@@ -34,30 +35,39 @@ ONLINE_HIT_CHECKS = Counter(
     "streamrec_online_hit_checks", "Events of users who had a list: was the item in the last list served?", ["hit"]
 )
 BATCH_SECONDS = Histogram(
-    "streamrec_batch_processing_seconds", "Wall time of processing one poll's batch of events",
+    "streamrec_batch_processing_seconds",
+    "Wall time of processing one poll's batch of events",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 EVENT_PROCESSING = Histogram(
-    "streamrec_event_processing_seconds", "Worker processing time per event: a batch's time over its events",
+    "streamrec_event_processing_seconds",
+    "Worker processing time per event: a batch's time over its events",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 USERS_IN_STATE = Gauge("streamrec_users_in_state", "Users whose state this worker holds (its partitions)")
 USERS_EXPIRED = Counter("streamrec_users_expired", "Users dropped from the worker's state after the idle TTL")
-ONLINE_HIT_RATE = Gauge("streamrec_online_hit_rate",
-                        "Share of the last 1,000 hit checks whose item was in the user's last list", ["k"])
-SKIPPED_RECORDS_REREAD = Counter("streamrec_skipped_records_reread", "Events the consumer skipped (an offset "
-                                 "gap) that the worker read again and applied")
-CONSUMER_LAG = Gauge("streamrec_consumer_lag_records", "Events not yet processed, per assigned partition",
-                     ["topic", "partition"])
+ONLINE_HIT_RATE = Gauge(
+    "streamrec_online_hit_rate", "Share of the last 1,000 hit checks whose item was in the user's last list", ["k"]
+)
+SKIPPED_RECORDS_REREAD = Counter(
+    "streamrec_skipped_records_reread",
+    "Events the consumer skipped (an offset gap) that the worker read again and applied",
+)
+CONSUMER_LAG = Gauge(
+    "streamrec_consumer_lag_records", "Events not yet processed, per assigned partition", ["topic", "partition"]
+)
 MODEL_SWAPS = Counter(
-    "streamrec_model_swaps", "Model versions announced to this process, by outcome "
-    "(ok, missing, corrupt, incompatible)", ["outcome"],
+    "streamrec_model_swaps",
+    "Model versions announced to this process, by outcome (ok, missing, corrupt, incompatible)",
+    ["outcome"],
 )
 MODEL_VERSION = Info("streamrec_model_version", "Model version in use, by kind (global, adapter)", ["kind"])
-MODEL_CREATED = Gauge("streamrec_model_created_timestamp_seconds",
-                      "Creation time of the model version in use, by kind", ["kind"])
+MODEL_CREATED = Gauge(
+    "streamrec_model_created_timestamp_seconds", "Creation time of the model version in use, by kind", ["kind"]
+)
 BATCH_SIZE = Histogram(
-    "streamrec_batch_events", "Events processed together per poll",
+    "streamrec_batch_events",
+    "Events processed together per poll",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
 
@@ -66,22 +76,31 @@ BATCH_SIZE = Histogram(
 LEARNER_EVENTS = Counter("streamrec_learner_events", "Events learned by the learner (CF, trending, examples)")
 LEARNER_SNAPSHOTS = Counter("streamrec_learner_snapshots", "Global-model snapshots stored and announced")
 FINETUNE_SECONDS = Histogram(
-    "streamrec_finetune_seconds", "Wall time of one micro-fine-tune cycle (training + holdout + re-embedding)",
+    "streamrec_finetune_seconds",
+    "Wall time of one micro-fine-tune cycle (training + holdout + re-embedding)",
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200),
 )
-FINETUNE_LOSS = Gauge("streamrec_finetune_loss", "training loss (hybrid cross-entropy) of the last step of the last cycle")
+FINETUNE_LOSS = Gauge(
+    "streamrec_finetune_loss", "training loss (hybrid cross-entropy) of the last step of the last cycle"
+)
 FINETUNE_EXAMPLES = Counter("streamrec_finetune_examples", "Training examples fed to fine-tune steps")
-FINETUNE_CYCLES = Counter("streamrec_finetune_cycles", "Fine-tune cycles, by outcome (promoted, rejected, failed)",
-                          ["outcome"])
+FINETUNE_CYCLES = Counter(
+    "streamrec_finetune_cycles", "Fine-tune cycles, by outcome (promoted, rejected, failed)", ["outcome"]
+)
 for _outcome in ("promoted", "rejected", "failed"):  # every series exists from the start (alerts, dashboards)
     FINETUNE_CYCLES.labels(_outcome)
 
 # -- drift (workers detect, the learner may fine-tune on it) --------------------------------
 DRIFT_DETECTED = Counter("streamrec_drift_detected", "Drift detections, by detector", ["detector"])
-DRIFT_STATISTIC = Gauge("streamrec_drift_statistic", "Current statistic of each drift detector (hit-rate "
-                        "estimate, standardised mean list score, centroid cosine distance)", ["detector"])
-DRIFT_SIGNALS = Counter("streamrec_learner_drift_signals", "Drift detections received by the learner, by detector",
-                        ["detector"])
+DRIFT_STATISTIC = Gauge(
+    "streamrec_drift_statistic",
+    "Current statistic of each drift detector (hit-rate "
+    "estimate, standardised mean list score, centroid cosine distance)",
+    ["detector"],
+)
+DRIFT_SIGNALS = Counter(
+    "streamrec_learner_drift_signals", "Drift detections received by the learner, by detector", ["detector"]
+)
 for _detector in ("hit_rate_adwin", "score_page_hinkley", "centroid_shift"):
     DRIFT_DETECTED.labels(_detector)
 

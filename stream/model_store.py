@@ -69,8 +69,9 @@ class ModelStore:
         for name, data in files.items():
             with self.fs.open(self._path(version, name), "wb") as f:
                 f.write(data)
-        manifest = Manifest(version, int(time.time() * 1000), {n: sha256(d) for n, d in files.items()},
-                            metrics or {}, kind)
+        manifest = Manifest(
+            version, int(time.time() * 1000), {n: sha256(d) for n, d in files.items()}, metrics or {}, kind
+        )
         with self.fs.open(self._path(version, "manifest.json"), "wb") as f:
             f.write(manifest.to_json())
         return manifest
@@ -113,8 +114,9 @@ class ModelStore:
             except SnapshotError:
                 kind = "unreadable"
             by_kind.setdefault(kind, []).append(version)
-        doomed = [v for versions in by_kind.values() for v in (versions[:-keep] if keep > 0 else [])
-                  if v not in protect]
+        doomed = [
+            v for versions in by_kind.values() for v in (versions[:-keep] if keep > 0 else []) if v not in protect
+        ]
         for version in doomed:
             self.fs.rm(self._path(version), recursive=True)
         return doomed

@@ -57,8 +57,9 @@ def announcement_kind(announcement: dict) -> str:
     return str(announcement.get("kind", "global"))
 
 
-def newest_usable(announcements: Sequence[dict], prepare: Callable[[VerifiedVersion], Any]
-                  ) -> tuple[VerifiedVersion, Any] | None:
+def newest_usable(
+    announcements: Sequence[dict], prepare: Callable[[VerifiedVersion], Any]
+) -> tuple[VerifiedVersion, Any] | None:
     """The newest announcement (last in ``announcements``) that verifies and that ``prepare``
     accepts, with what ``prepare`` made of it; each refused one is counted in
     ``streamrec_model_swaps_total{outcome}`` and logged: the caller keeps what it serves."""
@@ -98,8 +99,9 @@ class ModelUpdates:
             announcement = parse_json_object(record.value)
             if announcement is None:
                 metrics.MODEL_SWAPS.labels("corrupt").inc()
-                log.error("unreadable model announcement at %s[%d]@%d skipped", record.topic, record.partition,
-                          record.offset)
+                log.error(
+                    "unreadable model announcement at %s[%d]@%d skipped", record.topic, record.partition, record.offset
+                )
             elif announcement_kind(announcement) not in self.ignore:
                 by_kind.setdefault(announcement_kind(announcement), []).append(announcement)
         for kind, announcements in by_kind.items():

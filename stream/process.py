@@ -38,8 +38,9 @@ class ChildProcess:
 
     def start(self) -> ChildProcess:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         return self
 
     def alive(self) -> bool:

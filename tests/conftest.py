@@ -27,10 +27,19 @@ def broker(tmp_path_factory):
 def settings(broker, request, tmp_path) -> Settings:
     """Settings with topics and a consumer group of this test's own."""
     name = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
-    s = Settings(bootstrap=broker.bootstrap, topic_prefix=f"{name}.", app_id=f"worker-{name}",
-                 metrics_port=free_port(), learner_metrics_port=free_port(), data_dir=str(tmp_path / "worker"), partitions=2,
-                 model_store=str(tmp_path / "models"), snapshot_every_events=8, snapshot_every_s=1.0,
-                 lag_interval_s=0.5)
+    s = Settings(
+        bootstrap=broker.bootstrap,
+        topic_prefix=f"{name}.",
+        app_id=f"worker-{name}",
+        metrics_port=free_port(),
+        learner_metrics_port=free_port(),
+        data_dir=str(tmp_path / "worker"),
+        partitions=2,
+        model_store=str(tmp_path / "models"),
+        snapshot_every_events=8,
+        snapshot_every_s=1.0,
+        lag_interval_s=0.5,
+    )
     create_topics(s)
     return s
 

@@ -66,8 +66,9 @@ def smollm2_model_dir(directory: Path | None = None) -> Path:
         gguf_dir, gguf_file = Path(tmp) / Path(SMOLLM2_GGUF).parent, Path(SMOLLM2_GGUF).name
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
         # dequantize=True: plain float32 nn.Linear weights, serialisable and trainable (LoRA)
-        model = AutoModel.from_pretrained(gguf_dir, gguf_file=gguf_file,
-                                          quantization_config=GgufConfig(dequantize=True))
+        model = AutoModel.from_pretrained(
+            gguf_dir, gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True)
+        )
         staged = Path(tmp) / "model"
         model.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
@@ -148,9 +149,7 @@ class TextEncoder:
         self.model.eval()
         self.dim = int(self.model.config.hidden_size)
 
-    def encode(
-        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
-    ) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed ``texts`` as a float32 array of shape (len(texts), dim), rows of unit norm."""
         import torch
 

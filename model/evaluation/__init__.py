@@ -4,4 +4,13 @@ the system's own models in process (:mod:`.online_hybrid`, :mod:`.finetuned_hybr
 (:mod:`.baselines`), real logs (:mod:`.datasets`) and a synthetic shopping workload
 (:mod:`.synthetic`)."""
 
-__all__ = ["baselines", "datasets", "finetuned_hybrid", "metrics", "online_hybrid", "prequential", "protocol", "synthetic"]
+__all__ = [
+    "baselines",
+    "datasets",
+    "finetuned_hybrid",
+    "metrics",
+    "online_hybrid",
+    "prequential",
+    "protocol",
+    "synthetic",
+]

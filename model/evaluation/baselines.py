@@ -144,9 +144,9 @@ class RecentPopularity:
         self._latest_ts = max(self._latest_ts, float(event.ts))
         exponent = (event.ts - self._reference_ts) / self.half_life_ms
         if exponent > 30:  # move the reference forward before 2^exponent gets large
-            self._weights *= 2.0 ** -exponent
+            self._weights *= 2.0**-exponent
             self._reference_ts, exponent = float(event.ts), 0.0
-        self._weights[row] += 2.0 ** exponent
+        self._weights[row] += 2.0**exponent
 
     def scores(self) -> np.ndarray:
         """Decayed counts at the latest event time, by row."""
@@ -204,7 +204,7 @@ class ItemKNN:
     def scores(self, user_id: str) -> np.ndarray:
         """score(u, i) for every known item, by row (zeros for a user without history)."""
         n = len(self.items)
-        recent = self._history.get(user_id, [])[-self.n_recent:]
+        recent = self._history.get(user_id, [])[-self.n_recent :]
         if not recent:
             return np.zeros(n, dtype=np.float32)
         counts = self._users_per_item[:n]
@@ -237,9 +237,16 @@ class RiverMF:
     ['y']
     """
 
-    def __init__(self, flavour: Literal["funk", "biased"] = "funk", n_factors: int = 32, learning_rate: float = 0.05,
-                 n_negatives: int = 3, catalogue: Sequence[str] | None = None, seed: int = 0,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        flavour: Literal["funk", "biased"] = "funk",
+        n_factors: int = 32,
+        learning_rate: float = 0.05,
+        n_negatives: int = 3,
+        catalogue: Sequence[str] | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
         from river import optim, reco
 
         self.name = name or f"river-{flavour}mf"
@@ -248,12 +255,17 @@ class RiverMF:
         self._rng = random.Random(seed)
         initializer = optim.initializers.Normal(mu=0.0, sigma=0.1, seed=seed)
         if flavour == "funk":
-            self.river_model = reco.FunkMF(n_factors=n_factors, optimizer=optim.SGD(learning_rate),
-                                           initializer=initializer, seed=seed)
+            self.river_model = reco.FunkMF(
+                n_factors=n_factors, optimizer=optim.SGD(learning_rate), initializer=initializer, seed=seed
+            )
         elif flavour == "biased":
-            self.river_model = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(learning_rate),
-                                             latent_optimizer=optim.SGD(learning_rate),
-                                             latent_initializer=initializer, seed=seed)
+            self.river_model = reco.BiasedMF(
+                n_factors=n_factors,
+                bias_optimizer=optim.SGD(learning_rate),
+                latent_optimizer=optim.SGD(learning_rate),
+                latent_initializer=initializer,
+                seed=seed,
+            )
         else:
             raise ValueError(f"flavour must be 'funk' or 'biased', got {flavour!r}")
         self.catalogue = list(catalogue) if catalogue is not None else None
@@ -335,10 +347,19 @@ class PeriodicALS:
     (1, ['y'], ['x'])
     """
 
-    def __init__(self, algorithm: Literal["als", "bpr"] = "als", retrain_every: int = 10_000, factors: int = 64,
-                 iterations: int = 15, regularization: float = 0.05, alpha: float = 10.0,
-                 learning_rate: float = 0.01, fold_in_users: bool = False, seed: int = 0,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        algorithm: Literal["als", "bpr"] = "als",
+        retrain_every: int = 10_000,
+        factors: int = 64,
+        iterations: int = 15,
+        regularization: float = 0.05,
+        alpha: float = 10.0,
+        learning_rate: float = 0.01,
+        fold_in_users: bool = False,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
         if algorithm not in ("als", "bpr"):
             raise ValueError(f"algorithm must be 'als' or 'bpr', got {algorithm!r}")
         if fold_in_users and algorithm != "als":
@@ -347,8 +368,14 @@ class PeriodicALS:
         self.algorithm = algorithm
         self.retrain_every = retrain_every
         self.fold_in_users = fold_in_users
-        self.params = dict(factors=factors, iterations=iterations, regularization=regularization, alpha=alpha,
-                           learning_rate=learning_rate, seed=seed)
+        self.params = dict(
+            factors=factors,
+            iterations=iterations,
+            regularization=regularization,
+            alpha=alpha,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         self.items = _ItemRows()
         self.popularity = Popularity()
         self._user_row: dict[str, int] = {}
@@ -379,18 +406,29 @@ class PeriodicALS:
 
         p = self.params
         ones = np.ones(len(self._event_users), dtype=np.float32)
-        user_items = sparse.csr_matrix((ones, (self._event_users, self._event_items)),
-                                       shape=(len(self._user_row), len(self.items)))
+        user_items = sparse.csr_matrix(
+            (ones, (self._event_users, self._event_items)), shape=(len(self._user_row), len(self.items))
+        )
         user_items.data[:] = 1.0  # repeats count once
         with threadpool_limits(1, "blas"):
             if self.algorithm == "als":
-                model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"],
-                                                alpha=p["alpha"], iterations=p["iterations"], num_threads=1,
-                                                random_state=p["seed"])
+                model = AlternatingLeastSquares(
+                    factors=p["factors"],
+                    regularization=p["regularization"],
+                    alpha=p["alpha"],
+                    iterations=p["iterations"],
+                    num_threads=1,
+                    random_state=p["seed"],
+                )
             else:
-                model = BayesianPersonalizedRanking(factors=p["factors"], learning_rate=p["learning_rate"],
-                                                    regularization=p["regularization"], iterations=p["iterations"],
-                                                    num_threads=1, random_state=p["seed"])
+                model = BayesianPersonalizedRanking(
+                    factors=p["factors"],
+                    learning_rate=p["learning_rate"],
+                    regularization=p["regularization"],
+                    iterations=p["iterations"],
+                    num_threads=1,
+                    random_state=p["seed"],
+                )
             model.fit(user_items, show_progress=False)
         self._user_factors = np.asarray(model.user_factors, dtype=np.float64)
         self._item_factors = np.asarray(model.item_factors, dtype=np.float64)

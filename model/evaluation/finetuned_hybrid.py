@@ -54,10 +54,18 @@ class FinetunedHybrid:
     [(4, 1, 1, 1)]
     """
 
-    def __init__(self, index: ItemIndex, item_texts: Mapping[str, str], encoder: TextEncoder,
-                 weights: HybridWeights = HybridWeights(), schedule: FinetuneSchedule = FinetuneSchedule(),
-                 name: str = "hybrid-finetuned", half_life_s: float = DEFAULT_HALF_LIFE_S,
-                 history_size: int = 50, seed: int = 0) -> None:
+    def __init__(
+        self,
+        index: ItemIndex,
+        item_texts: Mapping[str, str],
+        encoder: TextEncoder,
+        weights: HybridWeights = HybridWeights(),
+        schedule: FinetuneSchedule = FinetuneSchedule(),
+        name: str = "hybrid-finetuned",
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
+        history_size: int = 50,
+        seed: int = 0,
+    ) -> None:
         import torch
 
         missing = [info.item_id for info in index.infos if info.item_id not in item_texts]
@@ -69,8 +77,7 @@ class FinetunedHybrid:
         self.seed = seed
         own_index = ItemIndex(index.dim, capacity=max(1, len(index)))
         own_index.upsert(list(index.infos), index.vectors.copy(), index.available.tolist())
-        self.hybrid = OnlineHybrid(own_index, weights, name=name, half_life_s=half_life_s,
-                                   history_size=history_size)
+        self.hybrid = OnlineHybrid(own_index, weights, name=name, half_life_s=half_life_s, history_size=history_size)
         self.weights = weights
         self.examples = NextItemExamples(max_examples=schedule.buffer_size, history_size=history_size)
         with torch.random.fork_rng(devices=[]):
@@ -93,8 +100,14 @@ class FinetunedHybrid:
     def learn_one(self, event: Interaction) -> None:
         self._events += 1
         if event.item_id in self.index:  # as the worker: an unknown item never joins a history
-            self.examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts,
-                                  prior=lambda: self._prior(event.user_id))
+            self.examples.observe(
+                event.user_id,
+                event.item_id,
+                event.type,
+                event.value,
+                event.ts,
+                prior=lambda: self._prior(event.user_id),
+            )
             self.hybrid.learn_one(event)
         if self._events % self.schedule.every_events == 0:
             self.run_cycle()
@@ -119,10 +132,21 @@ class FinetunedHybrid:
 
     def _cycle(self) -> Cycle:
         catalogue = [info.item_id for info in self.index.infos]  # the rows the priors follow
-        return guarded_cycle(self.adapter, list(self.examples.buffer), self.item_texts, catalogue, self.schedule,
-                             self._promote, number=len(self.cycles) + 1, content_weight=self.weights.content,
-                             half_life_s=self.hybrid.half_life_s, seed=self.seed, served_vectors=self.index.vectors,
-                             trigger=f"every {self.schedule.every_events} events", at_event=self._events)
+        return guarded_cycle(
+            self.adapter,
+            list(self.examples.buffer),
+            self.item_texts,
+            catalogue,
+            self.schedule,
+            self._promote,
+            number=len(self.cycles) + 1,
+            content_weight=self.weights.content,
+            half_life_s=self.hybrid.half_life_s,
+            seed=self.seed,
+            served_vectors=self.index.vectors,
+            trigger=f"every {self.schedule.every_events} events",
+            at_event=self._events,
+        )
 
     def _promote(self, adapter: AdaptedEncoder, vectors: np.ndarray, _cycle: Cycle) -> str:
         """Serve ``adapter``'s space: every item re-embedded, every user rebuilt from history."""

@@ -33,10 +33,17 @@ class OnlineHybrid:
     ['c', 'b']
     """
 
-    def __init__(self, index: ItemIndex, weights: HybridWeights = HybridWeights(), name: str = "hybrid",
-                 half_life_s: float = DEFAULT_HALF_LIFE_S, history_size: int = 50,
-                 cf: ItemCooccurrence | None = None, trending: TrendingPopularity | None = None,
-                 mmr_lambda: float = 1.0) -> None:
+    def __init__(
+        self,
+        index: ItemIndex,
+        weights: HybridWeights = HybridWeights(),
+        name: str = "hybrid",
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
+        history_size: int = 50,
+        cf: ItemCooccurrence | None = None,
+        trending: TrendingPopularity | None = None,
+        mmr_lambda: float = 1.0,
+    ) -> None:
         self.name = name
         self.index = index
         self.half_life_s = half_life_s

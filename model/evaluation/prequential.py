@@ -62,7 +62,6 @@ class ModelTiming:
         return self.n_learned / self.total_s if self.total_s > 0 else float("inf")
 
 
-
 @dataclass(frozen=True)
 class Window:
     """One of the equal-count windows of scored events, in replay order."""
@@ -109,8 +108,9 @@ class PairedDifference:
         return self.mean / self.standard_error if self.standard_error > 0 else 0.0
 
 
-def paired_differences(reference: Sequence[float], other: Sequence[float], reference_name: str,
-                       metric: str) -> PairedDifference:
+def paired_differences(
+    reference: Sequence[float], other: Sequence[float], reference_name: str, metric: str
+) -> PairedDifference:
     """How ``other`` differs from ``reference``, event by event (both in the same event order).
 
     >>> d = paired_differences([0, 1, 0, 1], [1, 1, 0, 1], "popularity", "hr")
@@ -144,8 +144,10 @@ class PrequentialResult:
     def as_markdown(self) -> str:
         """A markdown table: one row per model, every metric, cold-start HR and throughput."""
         k = self.k
-        header = (f"| model | HR@{k} | NDCG@{k} | Recall@{k} | Precision@{k} | MRR@{k} | AUC | coverage | ILD "
-                  f"| cold HR@{k} | learn s | serve s | AUC-score s | events/s |")
+        header = (
+            f"| model | HR@{k} | NDCG@{k} | Recall@{k} | Precision@{k} | MRR@{k} | AUC | coverage | ILD "
+            f"| cold HR@{k} | learn s | serve s | AUC-score s | events/s |"
+        )
         lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
         for name in self.model_names:
             m, t = self.metrics[name], self.timings[name]
@@ -159,21 +161,28 @@ class PrequentialResult:
         if not self.paired:
             return ""
         reference = self.model_names[0]
-        lines = [f"| model | HR@{self.k} - {reference} (SE, z) | relative | NDCG@{self.k} - {reference} (SE, z) "
-                 f"| relative |", "|---|---|---|---|---|"]
+        lines = [
+            f"| model | HR@{self.k} - {reference} (SE, z) | relative | NDCG@{self.k} - {reference} (SE, z) "
+            f"| relative |",
+            "|---|---|---|---|---|",
+        ]
         for name, diffs in self.paired.items():
             cells = []
             for metric in ("hr", "ndcg"):
                 d, base = diffs[metric], self.metrics[reference][metric]
-                cells += [f"{d.mean:+.5f} ({d.standard_error:.5f}, z {d.z:+.1f})",
-                          f"{100 * d.mean / base:+.2f}%" if base else "-"]
+                cells += [
+                    f"{d.mean:+.5f} ({d.standard_error:.5f}, z {d.z:+.1f})",
+                    f"{100 * d.mean / base:+.2f}%" if base else "-",
+                ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def windows_markdown(self, metric: str = "hr") -> str:
         """A markdown table of one metric per window (rows) and model (columns)."""
-        lines = ["| window | scored | " + " | ".join(self.model_names) + " |",
-                 "|---|---|" + "---|" * len(self.model_names)]
+        lines = [
+            "| window | scored | " + " | ".join(self.model_names) + " |",
+            "|---|---|" + "---|" * len(self.model_names),
+        ]
         for w in self.windows:
             cells = [_fmt(w.metrics[name][metric]) for name in self.model_names]
             lines.append(f"| {w.index + 1} | {w.n_scored} | " + " | ".join(cells) + " |")
@@ -260,8 +269,14 @@ def prequential(
             else:
                 if len(catalogue_snapshot) != len(catalogue):
                     catalogue_snapshot = tuple(catalogue)
-                negatives = _auc_negatives(catalogue_snapshot, row_of, seen_rows_by_user[user] if exclude_seen else [],
-                                           item, auc_negatives, rng)
+                negatives = _auc_negatives(
+                    catalogue_snapshot,
+                    row_of,
+                    seen_rows_by_user[user] if exclude_seen else [],
+                    item,
+                    auc_negatives,
+                    rng,
+                )
                 exclude = history if exclude_seen else set()
                 for track in tracks:
                     _test(track, event, k, exclude, catalogue_snapshot, row_of, negatives, item_vectors)
@@ -296,28 +311,63 @@ def prequential(
     bounds = np.array_split(np.arange(n_scored), max(1, min(windows, n_scored))) if n_scored else []
     for w, rows in enumerate(bounds):
         items_so_far = catalogue_at_scored[rows[-1]]
-        window_list.append(Window(
-            index=w, first_ts=scored_ts[rows[0]], last_ts=scored_ts[rows[-1]], n_scored=len(rows),
-            metrics={t.model.name: _summarise(t, rows, items_so_far) for t in tracks}))
+        window_list.append(
+            Window(
+                index=w,
+                first_ts=scored_ts[rows[0]],
+                last_ts=scored_ts[rows[-1]],
+                n_scored=len(rows),
+                metrics={t.model.name: _summarise(t, rows, items_so_far) for t in tracks},
+            )
+        )
     cold_rows = [r for r, cold in enumerate(cold_flags) if cold]
     cold = ColdStart(
-        new_item_after=new_item_after, max_prior=cold_max_prior, n_scored=len(cold_rows), n_unseen=n_unseen_cold,
+        new_item_after=new_item_after,
+        max_prior=cold_max_prior,
+        n_scored=len(cold_rows),
+        n_unseen=n_unseen_cold,
         hr={t.model.name: _mean([t.rows[r][0] for r in cold_rows]) for t in tracks},
-        ndcg={t.model.name: _mean([t.rows[r][1] for r in cold_rows]) for t in tracks})
-    timings = {t.model.name: ModelTiming(t.learn_s, t.recommend_s, t.score_s, t.n_learned, len(t.rows))
-               for t in tracks}
-    paired = {t.model.name: {metric: paired_differences([row[c] for row in tracks[0].rows], [row[c] for row in t.rows],
-                                                        tracks[0].model.name, metric)
-                             for c, metric in enumerate(_PER_EVENT[:2])}
-              for t in tracks[1:]} if n_scored > 1 else {}
+        ndcg={t.model.name: _mean([t.rows[r][1] for r in cold_rows]) for t in tracks},
+    )
+    timings = {t.model.name: ModelTiming(t.learn_s, t.recommend_s, t.score_s, t.n_learned, len(t.rows)) for t in tracks}
+    paired = (
+        {
+            t.model.name: {
+                metric: paired_differences(
+                    [row[c] for row in tracks[0].rows], [row[c] for row in t.rows], tracks[0].model.name, metric
+                )
+                for c, metric in enumerate(_PER_EVENT[:2])
+            }
+            for t in tracks[1:]
+        }
+        if n_scored > 1
+        else {}
+    )
     return PrequentialResult(
-        k=k, eval_every=eval_every, n_events=n_events, n_scored=n_scored, n_skipped_repeats=n_skipped,
-        catalogue_size=len(catalogue), wall_s=time.perf_counter() - started, metrics=metrics, windows=window_list,
-        cold_start=cold, timings=timings, model_names=names, paired=paired)
+        k=k,
+        eval_every=eval_every,
+        n_events=n_events,
+        n_scored=n_scored,
+        n_skipped_repeats=n_skipped,
+        catalogue_size=len(catalogue),
+        wall_s=time.perf_counter() - started,
+        metrics=metrics,
+        windows=window_list,
+        cold_start=cold,
+        timings=timings,
+        model_names=names,
+        paired=paired,
+    )
 
 
-def _auc_negatives(catalogue: tuple[str, ...], row_of: dict[str, int], seen_rows: list[int], positive: str,
-                   n_sampled: int | None, rng: random.Random) -> np.ndarray | list[str]:
+def _auc_negatives(
+    catalogue: tuple[str, ...],
+    row_of: dict[str, int],
+    seen_rows: list[int],
+    positive: str,
+    n_sampled: int | None,
+    rng: random.Random,
+) -> np.ndarray | list[str]:
     """Negatives for AUC: a boolean mask over ``catalogue`` (all eligible items), or a sampled list."""
     eligible = np.ones(len(catalogue), dtype=bool)
     if seen_rows:
@@ -331,9 +381,16 @@ def _auc_negatives(catalogue: tuple[str, ...], row_of: dict[str, int], seen_rows
     return [catalogue[rows[p]] for p in picked]
 
 
-def _test(track: _Track, event: Interaction, k: int, exclude: set[str], catalogue: tuple[str, ...],
-          row_of: dict[str, int], negatives: np.ndarray | list[str],
-          item_vectors: Mapping[str, np.ndarray] | None) -> None:
+def _test(
+    track: _Track,
+    event: Interaction,
+    k: int,
+    exclude: set[str],
+    catalogue: tuple[str, ...],
+    row_of: dict[str, int],
+    negatives: np.ndarray | list[str],
+    item_vectors: Mapping[str, np.ndarray] | None,
+) -> None:
     """Serve and score one list of one model, and the AUC of the event's item."""
     model, user, relevant = track.model, event.user_id, (event.item_id,)
     t0 = time.perf_counter()
@@ -350,10 +407,17 @@ def _test(track: _Track, event: Interaction, k: int, exclude: set[str], catalogu
     track.score_s += time.perf_counter() - t1
     track.recommend_s += t1 - t0
     diversity = intra_list_diversity(recommended, item_vectors)
-    track.rows.append((
-        hr_at_k(recommended, relevant, k), ndcg_at_k(recommended, relevant, k), recall_at_k(recommended, relevant, k),
-        precision_at_k(recommended, relevant, k), reciprocal_rank(recommended, relevant, k), event_auc,
-        float("nan") if diversity is None else diversity))
+    track.rows.append(
+        (
+            hr_at_k(recommended, relevant, k),
+            ndcg_at_k(recommended, relevant, k),
+            recall_at_k(recommended, relevant, k),
+            precision_at_k(recommended, relevant, k),
+            reciprocal_rank(recommended, relevant, k),
+            event_auc,
+            float("nan") if diversity is None else diversity,
+        )
+    )
     track.lists.append(recommended)
 
 

@@ -30,8 +30,20 @@ from model.evaluation.protocol import Interaction
 from model.scoring.topk import top_k
 from model.user.state import UserState
 
-CATEGORY_NAMES = ("shoes", "books", "kitchen", "garden", "toys", "electronics", "sports", "beauty",
-                  "music", "office", "pets", "travel")
+CATEGORY_NAMES = (
+    "shoes",
+    "books",
+    "kitchen",
+    "garden",
+    "toys",
+    "electronics",
+    "sports",
+    "beauty",
+    "music",
+    "office",
+    "pets",
+    "travel",
+)
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 EVENT_TYPE_P = (0.6, 0.25, 0.1, 0.05)
 
@@ -54,10 +66,20 @@ class ShoppingWorkload:
         return index
 
 
-def shopping_workload(n_events: int = 20_000, shift_at: int | None = 10_000, *, n_users: int = 300,
-                      n_items: int = 400, n_categories: int = 8, dim: int = 32, spread: float = 0.6,
-                      concentration: float = 0.3, seed: int = 0, start_ts: int = 1_700_000_000_000,
-                      interval_ms: int = 1000) -> ShoppingWorkload:
+def shopping_workload(
+    n_events: int = 20_000,
+    shift_at: int | None = 10_000,
+    *,
+    n_users: int = 300,
+    n_items: int = 400,
+    n_categories: int = 8,
+    dim: int = 32,
+    spread: float = 0.6,
+    concentration: float = 0.3,
+    seed: int = 0,
+    start_ts: int = 1_700_000_000_000,
+    interval_ms: int = 1000,
+) -> ShoppingWorkload:
     """The workload of the module docstring; deterministic given ``seed``.
 
     >>> shifted = shopping_workload(n_events=500, shift_at=250, seed=1)
@@ -97,8 +119,12 @@ def shopping_workload(n_events: int = 20_000, shift_at: int | None = 10_000, *, 
     tastes = np.where(shifted[:, None], tastes_after[users], tastes_before[users])
     categories = np.minimum((np.cumsum(tastes, axis=1) < u_category[:, None]).sum(axis=1), n_categories - 1)
     names = [CATEGORY_NAMES[k] if k < len(CATEGORY_NAMES) else f"category-{k}" for k in range(n_categories)]
-    items = [ItemInfo(f"sku-{j}", f"{names[category_of[j]].capitalize()} item {rank_in_category[j] + 1}",
-                      names[category_of[j]]) for j in range(n_items)]
+    items = [
+        ItemInfo(
+            f"sku-{j}", f"{names[category_of[j]].capitalize()} item {rank_in_category[j] + 1}", names[category_of[j]]
+        )
+        for j in range(n_items)
+    ]
     bought: list[set[int]] = [set() for _ in range(n_users)]
     events = []
     for i in range(n_events):
@@ -126,8 +152,9 @@ class ServedEvent:
     item_vector: np.ndarray
 
 
-def served_replay(workload: ShoppingWorkload, k: int = 10, model: OnlineHybrid | None = None,
-                  half_life_s: float = 3600.0) -> Iterator[ServedEvent]:
+def served_replay(
+    workload: ShoppingWorkload, k: int = 10, model: OnlineHybrid | None = None, half_life_s: float = 3600.0
+) -> Iterator[ServedEvent]:
     """Play ``workload`` as a worker would: check the event against the user's last list, learn
     it, serve the user a fresh top-``k`` list.
 
@@ -155,8 +182,9 @@ def served_replay(workload: ShoppingWorkload, k: int = 10, model: OnlineHybrid |
             [scored] = model.scorer.recommend([model.states[event.user_id]], k)
             ids, scores = [s.item_id for s in scored], np.array([s.score for s in scored], dtype=np.float32)
         last[event.user_id] = set(ids)
-        yield ServedEvent(i, None if served is None else event.item_id in served, scores,
-                          index.vector_of(event.item_id))
+        yield ServedEvent(
+            i, None if served is None else event.item_id in served, scores, index.vector_of(event.item_id)
+        )
 
 
 def _top_by_cosine(index: ItemIndex, state: UserState, k: int) -> tuple[list[str], np.ndarray]:

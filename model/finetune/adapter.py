@@ -52,8 +52,13 @@ class LoraSettings:
     def to_peft(self):
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), bias="none")
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+        )
 
 
 def _encoder_with_projection(transformer, dim: int):
@@ -92,8 +97,14 @@ class AdaptedEncoder:
     one small matrix product per item.
     """
 
-    def __init__(self, encoder: TextEncoder | None = None, lora: LoraSettings | None = None, *,
-                 adapter_dir: str | Path | None = None, trainable: bool = True) -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder | None = None,
+        lora: LoraSettings | None = None,
+        *,
+        adapter_dir: str | Path | None = None,
+        trainable: bool = True,
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from peft import PeftModel, get_peft_model
 
@@ -111,8 +122,10 @@ class AdaptedEncoder:
                 self.model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
             missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
             if missing:  # else the adapter would silently embed like the base encoder
-                raise ValueError(f"the adapter in {adapter_dir} does not fit {encoder.name} as wrapped here "
-                                 f"(written for another base or layout): {missing[0][:300]}")
+                raise ValueError(
+                    f"the adapter in {adapter_dir} does not fit {encoder.name} as wrapped here "
+                    f"(written for another base or layout): {missing[0][:300]}"
+                )
             cfg = self.model.peft_config["default"]
             self.lora = LoraSettings(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(sorted(cfg.target_modules)))
         else:
@@ -122,8 +135,9 @@ class AdaptedEncoder:
         self._pooled: dict[str, object] = {}  # text -> the frozen transformer's pooled output
 
     @classmethod
-    def load_adapter(cls, adapter_dir: str | Path, encoder: TextEncoder | None = None,
-                     trainable: bool = True) -> AdaptedEncoder:
+    def load_adapter(
+        cls, adapter_dir: str | Path, encoder: TextEncoder | None = None, trainable: bool = True
+    ) -> AdaptedEncoder:
         """The base encoder with the adapter saved in ``adapter_dir`` (offline)."""
         return cls(encoder, adapter_dir=adapter_dir, trainable=trainable)
 
@@ -146,8 +160,9 @@ class AdaptedEncoder:
         return sum(p.numel() for p in self.model.parameters())
 
     def _tokens(self, texts: Sequence[str]):
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt").to(self.device)
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
 
     def embed(self, texts: Sequence[str], autocast_dtype=None):
         """Unit-norm float32 embeddings (len(texts), dim) as a torch tensor, with gradients.
@@ -160,8 +175,11 @@ class AdaptedEncoder:
             pooled = self._base_pooled(texts)
             return torch.nn.functional.normalize(self.model.get_base_model().projection(pooled), p=2, dim=1)
         tokens = self._tokens(texts)
-        autocast = (torch.autocast(device_type="cuda", dtype=autocast_dtype)
-                    if autocast_dtype is not None else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
         with autocast, _attention_without_cudnn(self.device):
             hidden = self.model(**tokens)
         return mean_pool(hidden.float(), tokens["attention_mask"])

@@ -99,10 +99,18 @@ class Cycle:
 
     def training(self) -> dict:
         """The training figures a stored adapter version records in its manifest."""
-        return {"steps": self.steps, "examples": self.examples_seen, "loss_first": self.loss_first,
-                "loss_last": self.loss_last, "train_seconds": round(self.train_s, 2), "device": self.device,
-                "precision": self.precision, "trainable_params": self.trainable_params,
-                "train_examples": self.train_examples, "holdout_examples": self.holdout_examples}
+        return {
+            "steps": self.steps,
+            "examples": self.examples_seen,
+            "loss_first": self.loss_first,
+            "loss_last": self.loss_last,
+            "train_seconds": round(self.train_s, 2),
+            "device": self.device,
+            "precision": self.precision,
+            "trainable_params": self.trainable_params,
+            "train_examples": self.train_examples,
+            "holdout_examples": self.holdout_examples,
+        }
 
 
 def usable_examples(examples: Sequence[TrainingExample], catalogue: Mapping[str, str]) -> list[TrainingExample]:
@@ -124,10 +132,22 @@ def usable_examples(examples: Sequence[TrainingExample], catalogue: Mapping[str,
 Promote = Callable[[AdaptedEncoder, np.ndarray, "Cycle"], str]
 
 
-def guarded_cycle(adapter: AdaptedEncoder, examples: Sequence[TrainingExample], texts: Mapping[str, str],
-                  catalogue: Sequence[str], schedule: FinetuneSchedule, promote: Promote, *, number: int,
-                  content_weight: float, half_life_s: float, seed: int = 0,
-                  served_vectors: np.ndarray | None = None, trigger: str = "", at_event: int = 0) -> Cycle:
+def guarded_cycle(
+    adapter: AdaptedEncoder,
+    examples: Sequence[TrainingExample],
+    texts: Mapping[str, str],
+    catalogue: Sequence[str],
+    schedule: FinetuneSchedule,
+    promote: Promote,
+    *,
+    number: int,
+    content_weight: float,
+    half_life_s: float,
+    seed: int = 0,
+    served_vectors: np.ndarray | None = None,
+    trigger: str = "",
+    at_event: int = 0,
+) -> Cycle:
     """One guarded cycle (see the module docstring) on ``examples``, oldest first.
 
     ``catalogue`` lists the item ids to rank (the rows of ``served_vectors``, the space served
@@ -151,10 +171,20 @@ def guarded_cycle(adapter: AdaptedEncoder, examples: Sequence[TrainingExample], 
     on_cuda = str(candidate.device).startswith("cuda")
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if on_cuda else []):
         torch.manual_seed(seed * 1_000_003 + number)  # LoRA dropout
-        report = micro_finetune(candidate, split.train, texts.__getitem__, budget_s=schedule.budget_s,
-                                batch_size=schedule.batch_size, lr=schedule.lr, max_steps=schedule.max_steps,
-                                rng=np.random.default_rng([seed, number]), temperature=schedule.temperature,
-                                half_life_s=half_life_s, catalogue=list(catalogue), content_weight=content_weight)
+        report = micro_finetune(
+            candidate,
+            split.train,
+            texts.__getitem__,
+            budget_s=schedule.budget_s,
+            batch_size=schedule.batch_size,
+            lr=schedule.lr,
+            max_steps=schedule.max_steps,
+            rng=np.random.default_rng([seed, number]),
+            temperature=schedule.temperature,
+            half_life_s=half_life_s,
+            catalogue=list(catalogue),
+            content_weight=content_weight,
+        )
     catalogue_texts = [texts[i] for i in catalogue]
     served = served_vectors if served_vectors is not None else adapter.encode(catalogue_texts)
     candidate_vectors = candidate.encode(catalogue_texts)
@@ -172,18 +202,37 @@ def guarded_cycle(adapter: AdaptedEncoder, examples: Sequence[TrainingExample], 
     return cycle
 
 
-def _judge(vectors: np.ndarray, holdout, catalogue: Sequence[str], texts: Mapping[str, str], k: int,
-           half_life_s: float, content_weight: float) -> dict:
-    figures = holdout_metrics(lambda _texts: vectors, holdout, catalogue, texts.__getitem__, k, half_life_s,
-                              content_weight=content_weight)
+def _judge(
+    vectors: np.ndarray,
+    holdout,
+    catalogue: Sequence[str],
+    texts: Mapping[str, str],
+    k: int,
+    half_life_s: float,
+    content_weight: float,
+) -> dict:
+    figures = holdout_metrics(
+        lambda _texts: vectors, holdout, catalogue, texts.__getitem__, k, half_life_s, content_weight=content_weight
+    )
     return {"hr": float(figures["hr"]), "ndcg": float(figures["ndcg"]), "n": int(figures["n"])}
 
 
 def _record(base: Cycle, report: FinetuneReport, n_train: int, n_holdout: int, now: dict, new: dict) -> Cycle:
-    return replace(base, train_examples=n_train, holdout_examples=n_holdout, steps=report.steps,
-                   loss_first=report.loss_first, loss_last=report.loss_last, current=now, candidate=new,
-                   train_s=report.seconds, device=report.device, precision=report.precision,
-                   trainable_params=report.trainable_params, examples_seen=report.examples_seen)
+    return replace(
+        base,
+        train_examples=n_train,
+        holdout_examples=n_holdout,
+        steps=report.steps,
+        loss_first=report.loss_first,
+        loss_last=report.loss_last,
+        current=now,
+        candidate=new,
+        train_s=report.seconds,
+        device=report.device,
+        precision=report.precision,
+        trainable_params=report.trainable_params,
+        examples_seen=report.examples_seen,
+    )
 
 
 def cycles_markdown(cycles: Sequence[Cycle], k: int = 10) -> str:
@@ -196,19 +245,28 @@ def cycles_markdown(cycles: Sequence[Cycle], k: int = 10) -> str:
     |---|---|---|---|---|---|---|---|---|---|---|
     | 1 | 500 | rejected | 90 / 10 | 4 | 3.200 -> 2.900 | 0.1000 -> 0.0000 | 0.0500 -> 0.0000 | 1.5 | 2.0 | - |
     """
-    header = (f"| cycle | at event | outcome | train / holdout | steps | loss first -> last "
-              f"| holdout HR@{k} now -> candidate | holdout NDCG@{k} now -> candidate | train s | cycle s "
-              f"| promoted as |")
+    header = (
+        f"| cycle | at event | outcome | train / holdout | steps | loss first -> last "
+        f"| holdout HR@{k} now -> candidate | holdout NDCG@{k} now -> candidate | train s | cycle s "
+        f"| promoted as |"
+    )
     lines = [header, "|" + "---|" * (header.count(" | ") + 1)]
     for c in cycles:
         if not c.current:  # skipped or failed before judging
-            cells = [str(c.number), f"{c.at_event:,}", c.outcome, "-", "-", "-", "-", "-", "-", f"{c.seconds:.1f}",
-                     "-"]
+            cells = [str(c.number), f"{c.at_event:,}", c.outcome, "-", "-", "-", "-", "-", "-", f"{c.seconds:.1f}", "-"]
         else:
-            cells = [str(c.number), f"{c.at_event:,}", c.outcome, f"{c.train_examples:,} / {c.holdout_examples:,}",
-                     str(c.steps), f"{c.loss_first:.3f} -> {c.loss_last:.3f}",
-                     f"{c.current['hr']:.4f} -> {c.candidate['hr']:.4f}",
-                     f"{c.current['ndcg']:.4f} -> {c.candidate['ndcg']:.4f}", f"{c.train_s:.1f}", f"{c.seconds:.1f}",
-                     c.version or "-"]
+            cells = [
+                str(c.number),
+                f"{c.at_event:,}",
+                c.outcome,
+                f"{c.train_examples:,} / {c.holdout_examples:,}",
+                str(c.steps),
+                f"{c.loss_first:.3f} -> {c.loss_last:.3f}",
+                f"{c.current['hr']:.4f} -> {c.candidate['hr']:.4f}",
+                f"{c.current['ndcg']:.4f} -> {c.candidate['ndcg']:.4f}",
+                f"{c.train_s:.1f}",
+                f"{c.seconds:.1f}",
+                c.version or "-",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -18,7 +18,6 @@ from model.user.preference import event_weight
 HistoryItem = tuple[str, float, int]
 
 
-
 @dataclass(frozen=True)
 class TrainingExample:
     """What the worker knew about a user (``history``, oldest first) and the item picked next.
@@ -71,17 +70,29 @@ class TrainingBuffer:
         self.recency_half_life = recency_half_life if recency_half_life is not None else max(1.0, max_examples / 4)
         self._examples: deque[TrainingExample] = deque(maxlen=max_examples)
 
-    def add(self, history: Iterable[HistoryItem], next_item: str, ts: int, prior: np.ndarray | None = None,
-            prior_items: tuple[str, ...] | None = None) -> bool:
+    def add(
+        self,
+        history: Iterable[HistoryItem],
+        next_item: str,
+        ts: int,
+        prior: np.ndarray | None = None,
+        prior_items: tuple[str, ...] | None = None,
+    ) -> bool:
         """Keep one example (dropping the oldest when full); False for an empty history."""
         entries = tuple((str(i), float(w), int(t)) for i, w, t in history)
         if not entries:
             return False
         if prior is not None and (prior_items is None or len(prior_items) != len(prior)):
             raise ValueError("a prior needs prior_items of the same length")
-        self._examples.append(TrainingExample(entries, str(next_item), int(ts),
-                                              None if prior is None else np.asarray(prior, dtype=np.float16),
-                                              prior_items))
+        self._examples.append(
+            TrainingExample(
+                entries,
+                str(next_item),
+                int(ts),
+                None if prior is None else np.asarray(prior, dtype=np.float16),
+                prior_items,
+            )
+        )
         return True
 
     def extend(self, examples: Iterable[TrainingExample]) -> None:
@@ -154,8 +165,15 @@ class NextItemExamples:
     def users(self) -> int:
         return len(self._histories)
 
-    def observe(self, user_id: str, item_id: str, event_type: str, value: float | None, ts: int,
-                prior: Callable[[], tuple[np.ndarray, tuple[str, ...]]] | None = None) -> bool:
+    def observe(
+        self,
+        user_id: str,
+        item_id: str,
+        event_type: str,
+        value: float | None,
+        ts: int,
+        prior: Callable[[], tuple[np.ndarray, tuple[str, ...]]] | None = None,
+    ) -> bool:
         """Fold one event in; True when it made a training example. ``prior`` is called only
         then: (prior, prior_items) of the example (:class:`~model.finetune.examples.TrainingExample`)."""
         weight = event_weight(event_type, value)
@@ -166,8 +184,11 @@ class NextItemExamples:
                 self._histories.popitem(last=False)
         else:
             self._histories.move_to_end(user_id)
-        made = weight > 0 and len(history) > 0 and self.buffer.add(history, item_id, ts,
-                                                                    *(prior() if prior is not None else ()))
+        made = (
+            weight > 0
+            and len(history) > 0
+            and self.buffer.add(history, item_id, ts, *(prior() if prior is not None else ()))
+        )
         history.append((item_id, weight, ts))
         self.added += made
         return made

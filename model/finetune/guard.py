@@ -13,9 +13,15 @@ from model.finetune.objective import _zscore, priors_matrix, user_directions
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
 
 
-def holdout_metrics(encode_items: Callable[[Sequence[str]], np.ndarray], holdout_examples: Sequence[TrainingExample],
-                    catalogue_item_ids: Sequence[str], item_text: Callable[[str], str], k: int = 10,
-                    half_life_s: float = DEFAULT_HALF_LIFE_S, content_weight: float | None = None) -> dict[str, float]:
+def holdout_metrics(
+    encode_items: Callable[[Sequence[str]], np.ndarray],
+    holdout_examples: Sequence[TrainingExample],
+    catalogue_item_ids: Sequence[str],
+    item_text: Callable[[str], str],
+    k: int = 10,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+    content_weight: float | None = None,
+) -> dict[str, float]:
     """Mean HR@k / NDCG@k of the holdout's next items, served as the worker would serve them.
 
     The catalogue is embedded with ``encode_items`` (``TextEncoder.encode`` for the current

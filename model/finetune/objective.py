@@ -50,8 +50,12 @@ def decay_coefficients(history: Sequence[HistoryItem], half_life_s: float = DEFA
     return coefficients
 
 
-def user_directions(histories: Sequence[Sequence[HistoryItem]], item_row: Mapping[str, int], item_embeddings,
-                    half_life_s: float = DEFAULT_HALF_LIFE_S):
+def user_directions(
+    histories: Sequence[Sequence[HistoryItem]],
+    item_row: Mapping[str, int],
+    item_embeddings,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+):
     """Worker preference directions u_b / ||u_b|| for a batch of histories, as torch tensors.
 
     ``item_embeddings`` (m, d) is a torch tensor (gradients flow through it) and ``item_row``
@@ -75,8 +79,14 @@ def user_directions(histories: Sequence[Sequence[HistoryItem]], item_row: Mappin
     return directions, valid
 
 
-def infonce_loss(adapted: AdaptedEncoder, examples: Sequence[TrainingExample], item_text: Callable[[str], str],
-                 temperature: float = 0.05, half_life_s: float = DEFAULT_HALF_LIFE_S, autocast_dtype=None):
+def infonce_loss(
+    adapted: AdaptedEncoder,
+    examples: Sequence[TrainingExample],
+    item_text: Callable[[str], str],
+    temperature: float = 0.05,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+    autocast_dtype=None,
+):
     """InfoNCE of a batch: cross-entropy of softmax_b'(u_b . e_b' / tau) at the true next item.
 
     The candidates are the batch's distinct next items (two examples with the same next item
@@ -140,9 +150,16 @@ def _zscore(x):
     return torch.where(std > 1e-9, (x - mean) / std.clamp(min=1e-9), torch.zeros_like(x))
 
 
-def residual_loss(adapted: AdaptedEncoder, examples: Sequence[TrainingExample], catalogue: Sequence[str],
-                  item_text: Callable[[str], str], content_weight: float = 0.3, temperature: float = 1.0,
-                  half_life_s: float = DEFAULT_HALF_LIFE_S, autocast_dtype=None):
+def residual_loss(
+    adapted: AdaptedEncoder,
+    examples: Sequence[TrainingExample],
+    catalogue: Sequence[str],
+    item_text: Callable[[str], str],
+    content_weight: float = 0.3,
+    temperature: float = 1.0,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+    autocast_dtype=None,
+):
     """Cross-entropy of the hybrid's own ranking of the whole catalogue at the true next item:
 
         s_b(i) = prior_b(i) + b_content * z_i(u_b . e(i)),   L = -1/B sum_b log softmax_i(s_b / T)[next_b],

@@ -33,12 +33,22 @@ class FinetuneReport:
         return self.examples_seen / self.seconds if self.seconds > 0 else 0.0
 
 
-def micro_finetune(adapted: AdaptedEncoder, buffer: TrainingBuffer, item_text: Callable[[str], str],
-                   budget_s: float = 60.0, batch_size: int = 32, lr: float = 5e-4, max_steps: int | None = None,
-                   rng: np.random.Generator | int | None = None, temperature: float = 0.05,
-                   half_life_s: float = DEFAULT_HALF_LIFE_S, weight_decay: float = 0.01,
-                   max_grad_norm: float = 1.0, catalogue: Sequence[str] | None = None,
-                   content_weight: float = 0.3) -> FinetuneReport:
+def micro_finetune(
+    adapted: AdaptedEncoder,
+    buffer: TrainingBuffer,
+    item_text: Callable[[str], str],
+    budget_s: float = 60.0,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    max_steps: int | None = None,
+    rng: np.random.Generator | int | None = None,
+    temperature: float = 0.05,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    catalogue: Sequence[str] | None = None,
+    content_weight: float = 0.3,
+) -> FinetuneReport:
     """Train ``adapted``'s LoRA weights in place on recency-weighted batches from ``buffer``.
 
     The loss is :func:`infonce_loss` (in-batch negatives), or with ``catalogue`` (item ids, the
@@ -74,8 +84,9 @@ def micro_finetune(adapted: AdaptedEncoder, buffer: TrainingBuffer, item_text: C
             steps += 1
             examples_seen += len(batch)
             if catalogue is not None:
-                loss = residual_loss(adapted, batch, catalogue, item_text, content_weight, temperature, half_life_s,
-                                     autocast_dtype)
+                loss = residual_loss(
+                    adapted, batch, catalogue, item_text, content_weight, temperature, half_life_s, autocast_dtype
+                )
             else:
                 loss = infonce_loss(adapted, batch, item_text, temperature, half_life_s, autocast_dtype)
             if loss is None:
@@ -99,5 +110,14 @@ def micro_finetune(adapted: AdaptedEncoder, buffer: TrainingBuffer, item_text: C
     seconds = time.perf_counter() - start
     device = torch.cuda.get_device_name(adapted.device) if on_cuda else "cpu"
     precision = {None: "fp32", torch.bfloat16: "bf16-autocast", torch.float16: "fp16-autocast"}[autocast_dtype]
-    return FinetuneReport(steps, examples_seen, losses[0] if losses else math.nan, losses[-1] if losses else math.nan,
-                          seconds, device, adapted.trainable_parameters(), precision, losses)
+    return FinetuneReport(
+        steps,
+        examples_seen,
+        losses[0] if losses else math.nan,
+        losses[-1] if losses else math.nan,
+        seconds,
+        device,
+        adapted.trainable_parameters(),
+        precision,
+        losses,
+    )

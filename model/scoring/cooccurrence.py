@@ -28,8 +28,14 @@ class ItemCooccurrence:
     [0.0, 0.816, 0.577]
     """
 
-    def __init__(self, window: int = 20, history: int = 20, recency: float = 0.9,
-                 half_life_s: float = float("inf"), capacity: int = 1024) -> None:
+    def __init__(
+        self,
+        window: int = 20,
+        history: int = 20,
+        recency: float = 0.9,
+        half_life_s: float = float("inf"),
+        capacity: int = 1024,
+    ) -> None:
         self.window = window
         self.history = history
         self.recency = recency

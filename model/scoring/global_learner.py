@@ -28,8 +28,9 @@ class GlobalLearner:
     (['a', 'b'], 3)
     """
 
-    def __init__(self, half_life_s: float = DEFAULT_HALF_LIFE_S, dedupe_window: int = 200_000,
-                 cf_min_item_count: float = 1.0) -> None:
+    def __init__(
+        self, half_life_s: float = DEFAULT_HALF_LIFE_S, dedupe_window: int = 200_000, cf_min_item_count: float = 1.0
+    ) -> None:
         self.cf = ItemCooccurrence()
         self.trending = TrendingPopularity(half_life_s)
         self.item_ids: list[str] = []

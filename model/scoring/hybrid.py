@@ -44,8 +44,14 @@ def zscore_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(std > 1e-9, (x - mean) / np.where(std > 1e-9, std, 1.0), 0.0).astype(np.float32)
 
 
-def weighted_terms(weights: HybridWeights, mask: np.ndarray, *, content: np.ndarray | None = None,
-                   cf: np.ndarray | None = None, trending: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def weighted_terms(
+    weights: HybridWeights,
+    mask: np.ndarray,
+    *,
+    content: np.ndarray | None = None,
+    cf: np.ndarray | None = None,
+    trending: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """beta_name * z(raw_name) of each raw term given (rows: users, or one row shared by all),
     z over the columns where ``mask`` holds; a term whose beta is 0 is left out. The hybrid
     score is the sum of the parts.
@@ -55,8 +61,11 @@ def weighted_terms(weights: HybridWeights, mask: np.ndarray, *, content: np.ndar
     {'cf': [[-2.0, 2.0]]}
     """
     raw = {"content": content, "cf": cf, "trending": trending}
-    return {name: getattr(weights, name) * zscore_rows(x, mask) for name, x in raw.items()
-            if x is not None and getattr(weights, name)}
+    return {
+        name: getattr(weights, name) * zscore_rows(x, mask)
+        for name, x in raw.items()
+        if x is not None and getattr(weights, name)
+    }
 
 
 class HybridScorer:
@@ -79,9 +88,15 @@ class HybridScorer:
     [('b', ('similar to Apple',))]
     """
 
-    def __init__(self, index: ItemIndex, cf: ItemCooccurrence | None = None,
-                 trending: TrendingPopularity | None = None, weights: HybridWeights = HybridWeights(),
-                 mmr_lambda: float = 1.0, candidates: int = 50) -> None:
+    def __init__(
+        self,
+        index: ItemIndex,
+        cf: ItemCooccurrence | None = None,
+        trending: TrendingPopularity | None = None,
+        weights: HybridWeights = HybridWeights(),
+        mmr_lambda: float = 1.0,
+        candidates: int = 50,
+    ) -> None:
         self.index = index
         self.cf = cf
         self.trending = trending
@@ -89,8 +104,7 @@ class HybridScorer:
         self.mmr_lambda = mmr_lambda
         self.candidates = candidates
 
-    def recommend(self, states: list[UserState], k: int,
-                  exclude: list[set[str]] | None = None) -> list[list[Scored]]:
+    def recommend(self, states: list[UserState], k: int, exclude: list[set[str]] | None = None) -> list[list[Scored]]:
         """One list per state, scored together; ``exclude`` adds item ids to skip per user."""
         if not states or len(self.index) == 0:
             return [[] for _ in states]
@@ -108,8 +122,9 @@ class HybridScorer:
                 pool = pool[mmr_rerank(total[row, pool], self.index.vectors[pool], k, self.mmr_lambda)]
             contributions = {name: part[row if len(part) > 1 else 0] for name, part in parts.items()}
             reasons = self._explain(state, pool, contributions, cf_history[row] if cf_history else [])
-            lists.append([Scored(self.index.infos[r].item_id, float(total[row, r]), why)
-                          for r, why in zip(pool, reasons)])
+            lists.append(
+                [Scored(self.index.infos[r].item_id, float(total[row, r]), why) for r, why in zip(pool, reasons)]
+            )
         return lists
 
     def score_all(self, states: list[UserState]) -> tuple[np.ndarray, dict[str, np.ndarray], list[list[int]]]:
@@ -145,13 +160,17 @@ class HybridScorer:
         rows = [self.index.row_of(h.item_id) for h in state.history if not h.is_rejection]
         return [r for r in rows if r is not None]
 
-    def _explain(self, state: UserState, pool: np.ndarray, contributions: dict[str, np.ndarray],
-                 cf_history: list[int]) -> list[tuple[str, ...]]:
+    def _explain(
+        self, state: UserState, pool: np.ndarray, contributions: dict[str, np.ndarray], cf_history: list[int]
+    ) -> list[tuple[str, ...]]:
         """1-3 reasons per item of ``pool``, one per component that lifted it, strongest first.
         Similarities to the user's history are computed once per list, not per item."""
         infos = self.index.infos
-        liked = list(dict.fromkeys(reversed(
-            [r for h in state.history if h.weight > 0 and (r := self.index.row_of(h.item_id)) is not None])))[:20]
+        liked = list(
+            dict.fromkeys(
+                reversed([r for h in state.history if h.weight > 0 and (r := self.index.row_of(h.item_id)) is not None])
+            )
+        )[:20]
         content_sims = self.index.vectors[liked] @ self.index.vectors[pool].T if liked else None
         cf_rows = list(dict.fromkeys(reversed(cf_history)))[: self.cf.history] if self.cf and cf_history else []
         cf_sims = self.cf.similarity_rows(cf_rows, len(self.index))[:, pool] if cf_rows else None
@@ -180,7 +199,7 @@ class HybridScorer:
         if cached is not None and cached[0] == key:
             return cached[1]
         if cached is not None and cached[0][1] == key[1] and cached[0][0] <= key[0]:
-            rows = np.concatenate([cached[1], self._rows(consumed[cached[0][0]:])])
+            rows = np.concatenate([cached[1], self._rows(consumed[cached[0][0] :])])
         else:
             rows = self._rows(consumed)
         state._consumed_rows = (key, rows)

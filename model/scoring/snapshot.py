@@ -41,8 +41,9 @@ class GlobalSnapshot:
             self.cf_rows = np.arange(len(self.item_ids))
 
     @classmethod
-    def capture(cls, item_ids: list[str], cf: ItemCooccurrence, trending: TrendingPopularity,
-                min_count: int = 1) -> GlobalSnapshot:
+    def capture(
+        cls, item_ids: list[str], cf: ItemCooccurrence, trending: TrendingPopularity, min_count: int = 1
+    ) -> GlobalSnapshot:
         n = len(item_ids)
         c, counts = cf.current(n)
         frequent = np.flatnonzero(counts >= min_count)  # decayed counts: seen often enough lately
@@ -50,9 +51,14 @@ class GlobalSnapshot:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, item_ids=np.array(self.item_ids, dtype=object).astype(str),
-                            cooccurrence=self.cooccurrence, counts=self.counts, trending=self.trending,
-                            cf_rows=self.cf_rows)
+        np.savez_compressed(
+            buf,
+            item_ids=np.array(self.item_ids, dtype=object).astype(str),
+            cooccurrence=self.cooccurrence,
+            counts=self.counts,
+            trending=self.trending,
+            cf_rows=self.cf_rows,
+        )
         return buf.getvalue()
 
     @classmethod

@@ -30,7 +30,9 @@ CONSUMING_TYPES = frozenset({"purchase", "rating", "review"})
 REJECTING_TYPES = frozenset({"dislike", "remove_from_cart"})
 
 
-def event_weight(event_type: str, value: float | None = None, weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS) -> float:
+def event_weight(
+    event_type: str, value: float | None = None, weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS
+) -> float:
     """Weight w(type, value) of one event.
 
     Ratings and reviews that carry stars (1..5) weigh ``value - 2.5``: a 5 pulls the user

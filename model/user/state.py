@@ -79,8 +79,9 @@ class UserState:
         while len(self.seen_event_ids) > self.dedupe_window:
             self.seen_event_ids.popleft()
 
-    def learn(self, event_id: str, item_id: str, event_type: str, value: float | None, ts: int,
-              item_vector: np.ndarray) -> bool:
+    def learn(
+        self, event_id: str, item_id: str, event_type: str, value: float | None, ts: int, item_vector: np.ndarray
+    ) -> bool:
         """Apply one event; False (and no change) when ``event_id`` was already applied."""
         if self.has_seen(event_id):
             return False
@@ -144,8 +145,9 @@ class UserState:
         (n,) = _HEADER.unpack_from(data)
         meta = json.loads(data[_HEADER.size : _HEADER.size + n])
         vector = np.frombuffer(data[_HEADER.size + n :], dtype=np.float32).copy()
-        preference = PreferenceVector(dim=len(vector), half_life_s=meta["half_life_s"], vector=vector,
-                                      last_ts=meta["last_ts"])
+        preference = PreferenceVector(
+            dim=len(vector), half_life_s=meta["half_life_s"], vector=vector, last_ts=meta["last_ts"]
+        )
         return cls(
             preference=preference,
             history=deque(HistoryEntry(*h) for h in meta["history"]),

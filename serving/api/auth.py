@@ -18,8 +18,10 @@ class KeyRing:
     """
 
     def __init__(self, read: str, write: str) -> None:
-        self._digests = {scope: [_digest(k) for k in keys.split(",") if k.strip()]
-                         for scope, keys in (("read", read), ("write", write))}
+        self._digests = {
+            scope: [_digest(k) for k in keys.split(",") if k.strip()]
+            for scope, keys in (("read", read), ("write", write))
+        }
 
     @classmethod
     def of(cls, api: ApiSettings) -> "KeyRing":

@@ -37,8 +37,9 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.histogram.labels(getattr(route, "path_format", "unmatched"), method,
-                                  str(status)).observe(time.perf_counter() - start)
+            self.histogram.labels(getattr(route, "path_format", "unmatched"), method, str(status)).observe(
+                time.perf_counter() - start
+            )
 
 
 class BodyLimit:
@@ -63,8 +64,11 @@ class BodyLimit:
             limit = self.limits.get(getattr(scope.get("route"), "path_format", None), self.default)
             declared = dict(scope["headers"]).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise ApiError(413, "body_too_large", f"request body is {int(declared)} bytes, over the limit of "
-                               f"{limit} bytes of this route")
+                raise ApiError(
+                    413,
+                    "body_too_large",
+                    f"request body is {int(declared)} bytes, over the limit of {limit} bytes of this route",
+                )
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:

@@ -47,8 +47,13 @@ class RecommendationView:
             try:
                 rec = Recommendation.model_validate_json(r.value)
             except ValidationError as exc:
-                log.warning("skipping an unreadable list at %s[%d]@%d: %s", r.topic, r.partition, r.offset,
-                            exc.errors()[0]["msg"])
+                log.warning(
+                    "skipping an unreadable list at %s[%d]@%d: %s",
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    exc.errors()[0]["msg"],
+                )
                 continue
             user_id = r.key.decode("utf-8", errors="replace") if r.key is not None else rec.user_id
             self._lists[user_id] = r.value
@@ -111,8 +116,13 @@ class TrendingRanking:
         for item_id, score in zip(self.item_ids, self.scores):
             if item_id in servable:
                 category = servable[item_id]
-                out.append(RecommendedItem(item_id=item_id, score=score,
-                                           reasons=[f"trending in {category}" if category else "trending now"]))
+                out.append(
+                    RecommendedItem(
+                        item_id=item_id,
+                        score=score,
+                        reasons=[f"trending in {category}" if category else "trending now"],
+                    )
+                )
                 if len(out) == k:
                     break
         return out
@@ -150,11 +160,16 @@ class ServingState:
         self.view = RecommendationView()
         self.catalogue = ServableItems()
         self.trending = TrendingFallback()
-        self.follower = TopicFollower(self.client_config, {
-            topic_name(settings, "recommendations"): self.view,
-            topic_name(settings, "items"): self.catalogue,
-            topic_name(settings, "model-updates"): self.trending.updates,
-        }, api.probe_interval_s, client_id="streamrec-api-view")
+        self.follower = TopicFollower(
+            self.client_config,
+            {
+                topic_name(settings, "recommendations"): self.view,
+                topic_name(settings, "items"): self.catalogue,
+                topic_name(settings, "model-updates"): self.trending.updates,
+            },
+            api.probe_interval_s,
+            client_id="streamrec-api-view",
+        )
         self.producer = None
         self._tasks: list[asyncio.Task] = []
 
@@ -194,17 +209,24 @@ class ServingState:
         from aiokafka.errors import KafkaError
 
         if self.producer is None:
-            raise ApiError(503, "broker_unavailable", "not connected to Kafka yet; retry shortly",
-                           {"Retry-After": "1"})
+            raise ApiError(503, "broker_unavailable", "not connected to Kafka yet; retry shortly", {"Retry-After": "1"})
 
         async def send_all() -> None:
-            futures = [await self.producer.send(self.events_topic, key=e.user_id.encode(),
-                                                value=e.model_dump_json(exclude_none=True).encode()) for e in events]
+            futures = [
+                await self.producer.send(
+                    self.events_topic, key=e.user_id.encode(), value=e.model_dump_json(exclude_none=True).encode()
+                )
+                for e in events
+            ]
             await asyncio.gather(*futures)
 
         try:
             await asyncio.wait_for(send_all(), timeout=self.api.produce_timeout_s)
         except (TimeoutError, KafkaError) as exc:
-            raise ApiError(503, "broker_unavailable",
-                           f"Kafka did not acknowledge the events ({type(exc).__name__}); some may have been "
-                           "written: retrying with the same event_ids is safe", {"Retry-After": "1"}) from None
+            raise ApiError(
+                503,
+                "broker_unavailable",
+                f"Kafka did not acknowledge the events ({type(exc).__name__}); some may have been "
+                "written: retrying with the same event_ids is safe",
+                {"Retry-After": "1"},
+            ) from None

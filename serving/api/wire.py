@@ -14,9 +14,12 @@ class EventIn(Event):
     """An event as sent over HTTP: the ``events`` schema, where ``event_id`` and ``ts`` may be
     left out. Set ``event_id`` to retry safely: workers apply an event_id once."""
 
-    event_id: str | None = Field(None, min_length=1, max_length=256,
-                                 description="unique id; default: a random one (then a retry counts twice)")
-    ts: int | None = Field(None, ge=0, le=10**14, strict=True, description="event time, ms since epoch; default: arrival")
+    event_id: str | None = Field(
+        None, min_length=1, max_length=256, description="unique id; default: a random one (then a retry counts twice)"
+    )
+    ts: int | None = Field(
+        None, ge=0, le=10**14, strict=True, description="event time, ms since epoch; default: arrival"
+    )
 
     def complete(self) -> Event:
         fields = self.model_dump()
@@ -28,9 +31,11 @@ class EventIn(Event):
 class RecommendationsOut(BaseModel):
     user_id: str
     items: list[RecommendedItem] = Field(description="best first, at most k")
-    fallback: bool = Field(description="true when the user has no list of their own (unknown, or forgotten): "
-                           "items are then the trending items of the learner's newest usable snapshot, "
-                           "or none before its first one")
+    fallback: bool = Field(
+        description="true when the user has no list of their own (unknown, or forgotten): "
+        "items are then the trending items of the learner's newest usable snapshot, "
+        "or none before its first one"
+    )
     model_version: str | None = Field(description="model of the list; trending:<version> for a fallback")
     trigger_event_id: str | None = Field(None, description="the last event reflected in the list")
     event_ts: int | None = Field(None, description="time of that event, ms since epoch")
@@ -58,5 +63,13 @@ class ApiError(HTTPException):
         self.error = error
 
 
-_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 413: "body_too_large", 422: "invalid_request", 503: "unavailable"}
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    422: "invalid_request",
+    503: "unavailable",
+}

@@ -24,7 +24,8 @@ class KafkaConnection(BaseSettings):
 
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
     security_protocol: SecurityProtocol = Field(
-        "PLAINTEXT", description="Kafka security protocol of every client (real clusters: SSL / SASL_SSL)")
+        "PLAINTEXT", description="Kafka security protocol of every client (real clusters: SSL / SASL_SSL)"
+    )
     sasl_mechanism: SaslMechanism = Field("PLAIN", description="SASL mechanism")
     sasl_username: str | None = Field(None, description="SASL user")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
@@ -36,8 +37,9 @@ class KafkaConnection(BaseSettings):
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaConnection:
         if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
-            raise ValueError(f"security_protocol {self.security_protocol} needs STREAMREC_SASL_USERNAME and "
-                             "STREAMREC_SASL_PASSWORD")
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs STREAMREC_SASL_USERNAME and STREAMREC_SASL_PASSWORD"
+            )
         return self
 
     def _ssl_context(self):
@@ -46,8 +48,9 @@ class KafkaConnection(BaseSettings):
         from aiokafka.helpers import create_ssl_context
 
         password = self.ssl_keyfile_password.get_secret_value() if self.ssl_keyfile_password else None
-        return create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile,
-                                  password=password)
+        return create_ssl_context(
+            cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile, password=password
+        )
 
     def aiokafka_config(self) -> dict:
         """Address and security keyword arguments of an aiokafka client.
@@ -62,8 +65,11 @@ class KafkaConnection(BaseSettings):
         if context is not None:
             config["ssl_context"] = context
         if self.security_protocol.startswith("SASL_"):
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.get_secret_value())
+            config.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
         return config
 
     def kafka_python_config(self) -> dict:
@@ -76,12 +82,18 @@ class KafkaConnection(BaseSettings):
         """
         config: dict = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol}
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            config.update(ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
-                          ssl_password=self.ssl_keyfile_password.get_secret_value() if self.ssl_keyfile_password
-                          else None)
+            config.update(
+                ssl_cafile=self.ssl_cafile,
+                ssl_certfile=self.ssl_certfile,
+                ssl_keyfile=self.ssl_keyfile,
+                ssl_password=self.ssl_keyfile_password.get_secret_value() if self.ssl_keyfile_password else None,
+            )
         if self.security_protocol.startswith("SASL_"):
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.get_secret_value())
+            config.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
         return config
 
     def faust_credentials(self):
@@ -89,8 +101,12 @@ class KafkaConnection(BaseSettings):
         import faust
 
         if self.security_protocol.startswith("SASL_"):
-            return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password.get_secret_value(),
-                                         mechanism=self.sasl_mechanism, ssl_context=self._ssl_context())
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value(),
+                mechanism=self.sasl_mechanism,
+                ssl_context=self._ssl_context(),
+            )
         if self.security_protocol == "SSL":
             return faust.SSLCredentials(self._ssl_context())
         return None

@@ -26,8 +26,14 @@ class TopicFollower:
     yet, reconnects after errors from where it was, and (``probe_interval_s``) checks that the
     broker answers. ``client_config``: :meth:`KafkaConnection.aiokafka_config`."""
 
-    def __init__(self, client_config: dict, handlers: dict[str, TopicHandler], probe_interval_s: float | None = None,
-                 client_id: str = "streamrec-follower", max_records: int = 2000) -> None:
+    def __init__(
+        self,
+        client_config: dict,
+        handlers: dict[str, TopicHandler],
+        probe_interval_s: float | None = None,
+        client_id: str = "streamrec-follower",
+        max_records: int = 2000,
+    ) -> None:
         self.client_config = client_config
         self.handlers = handlers
         self.probe_interval_s = probe_interval_s
@@ -58,8 +64,13 @@ class TopicFollower:
     async def _follow(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        consumer = AIOKafkaConsumer(**self.client_config, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", client_id=self.client_id)
+        consumer = AIOKafkaConsumer(
+            **self.client_config,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=self.client_id,
+        )
         try:
             await consumer.start()
             tps = await self._partitions(consumer)
@@ -126,8 +137,13 @@ def consumer_from_start(connection, topics: list[str], poll_s: float = 0.5, **ka
     :class:`~stream.kafka.connection.KafkaConnection` (e.g. ``Settings``). The caller closes it."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**connection.kafka_python_config(), **kafka_config, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        **connection.kafka_python_config(),
+        **kafka_config,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     try:
         assignment = []
         for topic in topics:

@@ -84,8 +84,13 @@ class OffsetTracker:
                 if position is None or offset == position:
                     position = offset + 1
                 elif offset > position:
-                    log.error("offsets %d-%d of partition %d were never processed; position stays at %d",
-                              position, offset - 1, partition, position)
+                    log.error(
+                        "offsets %d-%d of partition %d were never processed; position stays at %d",
+                        position,
+                        offset - 1,
+                        partition,
+                        position,
+                    )
                     break
             self.next_offset[partition] = position
 
@@ -140,8 +145,7 @@ async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tp = TopicPartition(topic, gap.partition)
-    consumer = AIOKafkaConsumer(**client_config, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client_config, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     records = []
     try:
@@ -154,15 +158,22 @@ async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: 
             records.extend(r for r in batch.get(tp, []) if gap.start <= r.offset < gap.end)
         complete = await consumer.position(tp) >= gap.end
         if not complete:
-            log.error("could not read offsets %d-%d of %s[%d] within %.0fs", gap.start, gap.end - 1, topic,
-                      gap.partition, timeout_s)
+            log.error(
+                "could not read offsets %d-%d of %s[%d] within %.0fs",
+                gap.start,
+                gap.end - 1,
+                topic,
+                gap.partition,
+                timeout_s,
+            )
     finally:
         await consumer.stop()
     return records, complete
 
 
-async def resume_offsets(client_config: Mapping, group_id: str, topic: str,
-                         partitions: Iterable[int]) -> dict[int, int | None]:
+async def resume_offsets(
+    client_config: Mapping, group_id: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int | None]:
     """Where the group resumes each partition: its committed offset, or the partition's first
     offset when it has none (the worker starts at the earliest). Read with a consumer that does
     not join the group; None for all when the broker cannot be asked."""

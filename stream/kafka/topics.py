@@ -34,8 +34,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[tuple[Top
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**settings.kafka_python_config(), client_id="streamrec-admin",
-                             request_timeout_ms=int(timeout_s * 1000))
+    admin = KafkaAdminClient(
+        **settings.kafka_python_config(), client_id="streamrec-admin", request_timeout_ms=int(timeout_s * 1000)
+    )
     try:
         existing = set(admin.list_topics())
         outcome = []

@@ -67,9 +67,18 @@ class AdapterTrainer:
     ``announce(version)`` tells the workers about a promoted version.
     """
 
-    def __init__(self, store: ModelStore, announce: Callable[[str], object], base_encoder,
-                 schedule: FinetuneSchedule, *, half_life_s: float, content_weight: float, threads: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        announce: Callable[[str], object],
+        base_encoder,
+        schedule: FinetuneSchedule,
+        *,
+        half_life_s: float,
+        content_weight: float,
+        threads: int = 1,
+        seed: int = 0,
+    ) -> None:
         self.store = store
         self.announce = announce
         self._base_encoder = base_encoder if hasattr(base_encoder, "encode") else None
@@ -113,13 +122,18 @@ class AdapterTrainer:
         log.info("fine-tuning now continues from adapter %s", version)
         return True
 
-    def start_cycle(self, examples: Sequence[TrainingExample], catalogue: dict[str, str], reason: str,
-                    at_event: int = 0) -> bool:
+    def start_cycle(
+        self, examples: Sequence[TrainingExample], catalogue: dict[str, str], reason: str, at_event: int = 0
+    ) -> bool:
         """Run :meth:`run_cycle` in a background thread; False if one is already running."""
         if self.busy:
             return False
-        self._thread = threading.Thread(target=self.run_cycle, args=(list(examples), dict(catalogue), reason, at_event),
-                                        name="finetune", daemon=True)
+        self._thread = threading.Thread(
+            target=self.run_cycle,
+            args=(list(examples), dict(catalogue), reason, at_event),
+            name="finetune",
+            daemon=True,
+        )
         self._thread.start()
         return True
 
@@ -127,8 +141,9 @@ class AdapterTrainer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def run_cycle(self, examples: Sequence[TrainingExample], catalogue: dict[str, str], reason: str,
-                  at_event: int = 0) -> Cycle:
+    def run_cycle(
+        self, examples: Sequence[TrainingExample], catalogue: dict[str, str], reason: str, at_event: int = 0
+    ) -> Cycle:
         """One guarded fine-tune cycle; never raises (a failure is counted and logged)."""
         import torch
 
@@ -144,9 +159,20 @@ class AdapterTrainer:
             def promote(candidate: AdaptedEncoder, vectors: np.ndarray, cycle: Cycle) -> str:
                 return self._store(candidate, vectors, item_ids, parent, cycle)
 
-            cycle = guarded_cycle(current, examples, catalogue, item_ids, self.schedule, promote, number=number,
-                                  content_weight=self.content_weight, half_life_s=self.half_life_s, seed=self.seed,
-                                  trigger=reason, at_event=at_event)
+            cycle = guarded_cycle(
+                current,
+                examples,
+                catalogue,
+                item_ids,
+                self.schedule,
+                promote,
+                number=number,
+                content_weight=self.content_weight,
+                half_life_s=self.half_life_s,
+                seed=self.seed,
+                trigger=reason,
+                at_event=at_event,
+            )
         except Exception as exc:  # a failed cycle must not take the learner down
             log.exception("fine-tune cycle failed")
             cycle = Cycle(number, "failed", reason, f"{type(exc).__name__}: {exc}", at_event=at_event)
@@ -157,21 +183,43 @@ class AdapterTrainer:
             metrics.FINETUNE_EXAMPLES.inc(cycle.examples_seen)
             if not math.isnan(cycle.loss_last):
                 metrics.FINETUNE_LOSS.set(cycle.loss_last)
-        log.info("fine-tune cycle (%s): %s in %.1fs (cycle %d); holdout current %s candidate %s %s", reason,
-                 cycle.outcome, cycle.seconds, number, _rounded(cycle.current), _rounded(cycle.candidate), cycle.detail)
+        log.info(
+            "fine-tune cycle (%s): %s in %.1fs (cycle %d); holdout current %s candidate %s %s",
+            reason,
+            cycle.outcome,
+            cycle.seconds,
+            number,
+            _rounded(cycle.current),
+            _rounded(cycle.candidate),
+            cycle.detail,
+        )
         self.cycles.append(cycle)
         return cycle
 
-    def _store(self, candidate: AdaptedEncoder, vectors: np.ndarray, item_ids: list[str], parent: str | None,
-               cycle: Cycle) -> str:
+    def _store(
+        self, candidate: AdaptedEncoder, vectors: np.ndarray, item_ids: list[str], parent: str | None, cycle: Cycle
+    ) -> str:
         """Save a winning candidate as a new ``adapter`` version, serve it here and announce it."""
-        holdout = {"k": self.schedule.k, "n": cycle.candidate["n"], "current": _rounded(cycle.current),
-                   "candidate": _rounded(cycle.candidate)}
+        holdout = {
+            "k": self.schedule.k,
+            "n": cycle.candidate["n"],
+            "current": _rounded(cycle.current),
+            "candidate": _rounded(cycle.candidate),
+        }
         files = {**adapter_files(candidate), EMBEDDINGS_FILE: embeddings_to_bytes(item_ids, vectors)}
-        manifest = self.store.save(files, kind="adapter", metrics={
-            "base_encoder": self.base_encoder.name, "dim": int(vectors.shape[1]), "items": len(item_ids),
-            "parent": parent, "trigger": cycle.trigger, "holdout": holdout, "finetune": cycle.training(),
-        })
+        manifest = self.store.save(
+            files,
+            kind="adapter",
+            metrics={
+                "base_encoder": self.base_encoder.name,
+                "dim": int(vectors.shape[1]),
+                "items": len(item_ids),
+                "parent": parent,
+                "trigger": cycle.trigger,
+                "holdout": holdout,
+                "finetune": cycle.training(),
+            },
+        )
         with self._lock:
             self._current, self.current_version = candidate, manifest.version
         self.announce(manifest.version)
@@ -182,8 +230,7 @@ def _rounded(figures: dict) -> dict:
     return {key: round(float(value), 4) if key != "n" else int(value) for key, value in figures.items()}
 
 
-def prepare_adapter_space(files: dict[str, bytes], manifest_metrics: dict, base_encoder, index,
-                          texts: dict[str, str]):
+def prepare_adapter_space(files: dict[str, bytes], manifest_metrics: dict, base_encoder, index, texts: dict[str, str]):
     """Worker side of a promotion, off the event loop: the adapted encoder and the item index in
     its space (same rows as ``index``; vectors from the version's embeddings, items it lacks
     embedded by the adapter). Raises SnapshotError("incompatible") for another base encoder."""
@@ -191,7 +238,9 @@ def prepare_adapter_space(files: dict[str, bytes], manifest_metrics: dict, base_
 
     base = manifest_metrics.get("base_encoder")
     if base != base_encoder.name:
-        raise SnapshotError("incompatible", f"adapter trained on {base!r}, this worker embeds with {base_encoder.name!r}")
+        raise SnapshotError(
+            "incompatible", f"adapter trained on {base!r}, this worker embeds with {base_encoder.name!r}"
+        )
     try:
         encoder = load_adapter_files(files, base_encoder)
         stored = embeddings_from_bytes(files[EMBEDDINGS_FILE])

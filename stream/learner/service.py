@@ -37,9 +37,14 @@ def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
     """Tell the workers to serve ``version`` of ``store`` (a new version, or a rollback); the
     record is keyed by the version's kind (global, adapter)."""
     manifest = store.manifest(version)
-    announcement = {"version": version, "kind": manifest.kind, "uri": f"{store.uri.rstrip('/')}/{version}",
-                    "sha256": store.manifest_sha256(version), "created_ts": manifest.created_ts,
-                    "metrics": manifest.metrics}
+    announcement = {
+        "version": version,
+        "kind": manifest.kind,
+        "uri": f"{store.uri.rstrip('/')}/{version}",
+        "sha256": store.manifest_sha256(version),
+        "created_ts": manifest.created_ts,
+        "metrics": manifest.metrics,
+    }
     producer.send(topic, key=manifest.kind.encode(), value=json.dumps(announcement).encode())
     producer.flush()
     return announcement
@@ -48,9 +53,14 @@ def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
 def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
     """Store a snapshot, announce it, and keep only the newest ``keep_versions`` of each kind."""
     snapshot = learner.snapshot()
-    manifest = store.save({"global.npz": snapshot.to_bytes()},
-                          metrics={"events_learned": learner.events, "items": len(learner.item_ids),
-                                   "cf_items": int(len(snapshot.cf_rows))})
+    manifest = store.save(
+        {"global.npz": snapshot.to_bytes()},
+        metrics={
+            "events_learned": learner.events,
+            "items": len(learner.item_ids),
+            "cf_items": int(len(snapshot.cf_rows)),
+        },
+    )
     announcement = announce(store, manifest.version, producer, topic)
     store.prune(keep=keep_versions)
     metrics.LEARNER_SNAPSHOTS.inc()
@@ -99,9 +109,15 @@ class CycleTrigger:
 def adapter_trainer(settings: Settings, store: ModelStore, announce, base_encoder=None) -> AdapterTrainer:
     """The learner's fine-tuning: cycles on ``settings.finetune_schedule()`` (the schedule
     ``streamrec evaluate`` replays), the encoder loaded on first need unless given."""
-    return AdapterTrainer(store, announce, base_encoder or (lambda: TextEncoder(settings.encoder_dir)),
-                          settings.finetune_schedule(), half_life_s=settings.half_life_s,
-                          content_weight=settings.weight_content, threads=settings.finetune_threads)
+    return AdapterTrainer(
+        store,
+        announce,
+        base_encoder or (lambda: TextEncoder(settings.encoder_dir)),
+        settings.finetune_schedule(),
+        half_life_s=settings.half_life_s,
+        content_weight=settings.weight_content,
+        threads=settings.finetune_threads,
+    )
 
 
 def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
@@ -124,13 +140,13 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     producer = KafkaProducer(**settings.kafka_python_config())
     trainer = None
     if settings.finetune:
-        trainer = adapter_trainer(settings, store, lambda version: announce(store, version, producer,
-                                                                             topics["model-updates"]))
+        trainer = adapter_trainer(
+            settings, store, lambda version: announce(store, version, producer, topics["model-updates"])
+        )
     started = last_snapshot = time.monotonic()
     trigger = CycleTrigger(schedule, started)
     since_snapshot = 0
-    log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri,
-             "on" if trainer else "off")
+    log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri, "on" if trainer else "off")
     try:
         while stop_after_s is None or time.monotonic() - started < stop_after_s:
             batch = consumer.poll(timeout_ms=0, max_records=5000)
@@ -158,17 +174,27 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                 if event.type == "forget_user":
                     examples.forget(event.user_id)
                 elif event.item_id is not None:  # its prior: CF + trending before the event is learned
-                    examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts,
-                                     prior=lambda user=event.user_id, order=catalogue_order: (
-                                         learner.prior(user, order, weights), order))
+                    examples.observe(
+                        event.user_id,
+                        event.item_id,
+                        event.type,
+                        event.value,
+                        event.ts,
+                        prior=lambda user=event.user_id, order=catalogue_order: (
+                            learner.prior(user, order, weights),
+                            order,
+                        ),
+                    )
                 learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts)
                 since_snapshot += 1
                 metrics.LEARNER_EVENTS.inc()
-            due = (since_snapshot >= settings.snapshot_every_events
-                   or (since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s))
+            due = since_snapshot >= settings.snapshot_every_events or (
+                since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s
+            )
             if due:
-                announcement = publish_snapshot(learner, store, producer, topics["model-updates"],
-                                                settings.keep_versions)
+                announcement = publish_snapshot(
+                    learner, store, producer, topics["model-updates"], settings.keep_versions
+                )
                 log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
                 since_snapshot, last_snapshot = 0, time.monotonic()
             if trainer is not None and not trainer.busy and len(examples.buffer) >= schedule.min_examples:
@@ -201,8 +227,9 @@ def follow_catalogue(catalogue: dict[str, str], records) -> None:
 def follow_adapters(trainer: AdapterTrainer, records) -> None:
     """Fine-tune on top of the newest usable adapter the workers were told to serve (after a
     restart or a rollback): it must pass its checksums."""
-    adapters = [a for a in map(parse_json_object, (r.value for r in records))
-                if a and announcement_kind(a) == "adapter"]
+    adapters = [
+        a for a in map(parse_json_object, (r.value for r in records)) if a and announcement_kind(a) == "adapter"
+    ]
     found = newest_usable(adapters, lambda verified: verified)
     if found is not None:
         trainer.follow(found[0].version)

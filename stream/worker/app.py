@@ -58,8 +58,9 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(topic_name(settings, "events.dlq"), partitions=settings.partitions, **RAW)
     # use_partitioner: the changelog partition follows the key (murmur2, as on `events`), so
     # batches and the catalogue task may write any local user, not only the current event's.
-    users = app.Table("user-state", partitions=settings.partitions, use_partitioner=True,
-                      key_type=bytes, value_type=bytes)
+    users = app.Table(
+        "user-state", partitions=settings.partitions, use_partitioner=True, key_type=bytes, value_type=bytes
+    )
 
     async def send_dead_letter(raw, error: InvalidEvent, topic: str, partition: int, offset: int) -> None:
         metrics.DLQ.labels(error.reason).inc()
@@ -72,9 +73,12 @@ def create_app(settings: Settings) -> faust.App:
     drift_signals = app.topic(topic_name(settings, "drift-signals"), partitions=1, **RAW)
 
     async def signal_drift(detection) -> None:
-        await drift_signals.send(key=detection.detector.encode(), value=json.dumps(
-            {"detector": detection.detector, "n": detection.n, "statistic": detection.statistic,
-             "ts": now_ms()}).encode())
+        await drift_signals.send(
+            key=detection.detector.encode(),
+            value=json.dumps(
+                {"detector": detection.detector, "n": detection.n, "statistic": detection.statistic, "ts": now_ms()}
+            ).encode(),
+        )
 
     encoder_name = DEFAULT_MODEL if settings.encoder_dir is None else settings.encoder_dir
     processor_box: dict[str, IngestProcessor] = {}
@@ -84,9 +88,11 @@ def create_app(settings: Settings) -> faust.App:
             await processor_box["processor"].on_new_items(item_ids)
 
     catalogue = CatalogueFollower(
-        settings.aiokafka_config(), topic_name(settings, "items"),
+        settings.aiokafka_config(),
+        topic_name(settings, "items"),
         encoder_factory=lambda: TextEncoder(settings.encoder_dir),
-        dead_letter=send_dead_letter, on_new_items=on_new_items,
+        dead_letter=send_dead_letter,
+        on_new_items=on_new_items,
     )
 
     async def processor_started() -> IngestProcessor:
@@ -95,8 +101,9 @@ def create_app(settings: Settings) -> faust.App:
         return processor_box["processor"]
 
     def prepare_adapter(verified: VerifiedVersion):
-        encoder, index = prepare_adapter_space(verified.files, verified.manifest.metrics, catalogue.base_encoder,
-                                               catalogue.index, dict(catalogue.texts))
+        encoder, index = prepare_adapter_space(
+            verified.files, verified.manifest.metrics, catalogue.base_encoder, catalogue.index, dict(catalogue.texts)
+        )
         return verified.version, encoder, index
 
     def use_adapter(prepared) -> None:  # on the event loop, between two batches
@@ -104,11 +111,15 @@ def create_app(settings: Settings) -> faust.App:
         catalogue.use_space(encoder, index)
         processor_box["processor"].use_space(version, catalogue.index)
 
-    model_updates = ModelUpdates({
-        "global": (lambda verified: processor_box["processor"].prepare_global_models(verified),
-                   lambda prepared: processor_box["processor"].use_global_models(prepared)),
-        "adapter": (prepare_adapter, use_adapter),
-    })
+    model_updates = ModelUpdates(
+        {
+            "global": (
+                lambda verified: processor_box["processor"].prepare_global_models(verified),
+                lambda prepared: processor_box["processor"].use_global_models(prepared),
+            ),
+            "adapter": (prepare_adapter, use_adapter),
+        }
+    )
 
     @app.task
     async def follow_catalogue() -> None:
@@ -117,8 +128,11 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def follow_model_updates() -> None:
         await processor_started()
-        await TopicFollower(settings.aiokafka_config(), {topic_name(settings, "model-updates"): model_updates},
-                            client_id="streamrec-model-updates").run()
+        await TopicFollower(
+            settings.aiokafka_config(),
+            {topic_name(settings, "model-updates"): model_updates},
+            client_id="streamrec-model-updates",
+        ).run()
 
     offsets = OffsetTracker()  # the next offset to process in each partition of `events` held
     app.streamrec_offsets = (events.get_topic_name(), offsets)  # what commits take (stream.kafka.offsets)
@@ -127,8 +141,9 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def follow_assignment(sender, assigned, **kwargs) -> None:
         partitions = sorted(tp.partition for tp in assigned if tp.topic == events.get_topic_name())
-        assignment["resume"] = asyncio.get_running_loop().create_task(resume_offsets(
-            settings.aiokafka_config(), settings.app_id, events.get_topic_name(), partitions))
+        assignment["resume"] = asyncio.get_running_loop().create_task(
+            resume_offsets(settings.aiokafka_config(), settings.app_id, events.get_topic_name(), partitions)
+        )
 
     async def with_skipped_records(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[Gap]]:
         """``records`` with the records the consumer skipped before or among them, if any, and the
@@ -137,13 +152,20 @@ def create_app(settings: Settings) -> faust.App:
             offsets.assigned(await assignment.pop("resume"))
         unknown = offsets.unknown(rec.partition for rec in records)
         if unknown:  # a partition's first batch may come before the rebalance signal
-            offsets.start_at(await resume_offsets(settings.aiokafka_config(), settings.app_id,
-                                                  events.get_topic_name(), unknown))
+            offsets.start_at(
+                await resume_offsets(settings.aiokafka_config(), settings.app_id, events.get_topic_name(), unknown)
+            )
         missing, read_again = [], []
         for gap in offsets.gaps((rec.partition, rec.offset) for rec in records):
             found, complete = await read_offsets(settings.aiokafka_config(), events.get_topic_name(), gap)
-            log.warning("the consumer skipped offsets %d-%d of %s[%d]; %d records read again", gap.start,
-                        gap.end - 1, events.get_topic_name(), gap.partition, len(found))
+            log.warning(
+                "the consumer skipped offsets %d-%d of %s[%d]; %d records read again",
+                gap.start,
+                gap.end - 1,
+                events.get_topic_name(),
+                gap.partition,
+                len(found),
+            )
             metrics.SKIPPED_RECORDS_REREAD.inc(len(found))
             missing += [SourceRecord(r.value, r.topic, r.partition, r.offset) for r in found]
             if complete:
@@ -181,8 +203,11 @@ def create_app(settings: Settings) -> faust.App:
         try:
             await asyncio.wait_for(catalogue.ready.wait(), timeout=settings.catalogue_wait_s)
         except asyncio.TimeoutError:
-            log.warning("catalogue not caught up after %.0fs; serving with %d items",
-                        settings.catalogue_wait_s, 0 if catalogue.index is None else len(catalogue.index))
+            log.warning(
+                "catalogue not caught up after %.0fs; serving with %d items",
+                settings.catalogue_wait_s,
+                0 if catalogue.index is None else len(catalogue.index),
+            )
         while catalogue.index is None:
             await asyncio.sleep(0.1)
         processor = processor_box.setdefault(
@@ -191,7 +216,8 @@ def create_app(settings: Settings) -> faust.App:
         )
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records, read_again = await with_skipped_records(
-                [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in batch])
+                [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in batch]
+            )
             started = time.perf_counter()
             await processor.process_isolating_failures(records)
             metrics.observe_batch(time.perf_counter() - started, len(records))

@@ -28,8 +28,14 @@ class CatalogueFollower:
     ``on_new_items`` is called with the ids that just became servable.
     """
 
-    def __init__(self, client_config: dict, topic: str, encoder_factory: Callable[[], TextEncoder],
-                 dead_letter: DeadLetterSink, on_new_items: Callable[[list[str]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        client_config: dict,
+        topic: str,
+        encoder_factory: Callable[[], TextEncoder],
+        dead_letter: DeadLetterSink,
+        on_new_items: Callable[[list[str]], Awaitable[None]],
+    ) -> None:
         self.client_config = client_config
         self.topic = topic
         self.encoder_factory = encoder_factory
@@ -47,10 +53,13 @@ class CatalogueFollower:
         for info in self.index.infos[: len(index)]:
             if not self.index.available[self.index.row_of(info.item_id)]:
                 index.remove(info.item_id)
-        added = self.index.infos[len(index):]
+        added = self.index.infos[len(index) :]
         if added:
-            index.upsert(added, encoder.encode([self.texts[i.item_id] for i in added]),
-                         [bool(self.index.available[self.index.row_of(i.item_id)]) for i in added])
+            index.upsert(
+                added,
+                encoder.encode([self.texts[i.item_id] for i in added]),
+                [bool(self.index.available[self.index.row_of(i.item_id)]) for i in added],
+            )
         self.encoder, self.index = encoder, index
         ITEMS_INDEXED.set(index.n_available)
 
@@ -63,8 +72,9 @@ class CatalogueFollower:
         """Load the encoder, then follow ``items`` for ever."""
         if self.encoder is None:
             await self.load_encoder()
-        await TopicFollower(self.client_config, {self.topic: self}, client_id="streamrec-catalogue",
-                            max_records=512).run()
+        await TopicFollower(
+            self.client_config, {self.topic: self}, client_id="streamrec-catalogue", max_records=512
+        ).run()
 
     async def caught_up(self) -> None:
         log.info("catalogue: caught up, %d items servable", self.index.n_available)

@@ -56,9 +56,16 @@ class IngestProcessor:
     (a recovery or rebalance replaces them, and the state is decoded afresh).
     """
 
-    def __init__(self, settings: Settings, index: ItemIndex, table: MutableMapping[bytes, bytes],
-                 publish: Publish, dead_letter: DeadLetter, encoder_name: str,
-                 signal_drift: SignalDrift | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: ItemIndex,
+        table: MutableMapping[bytes, bytes],
+        publish: Publish,
+        dead_letter: DeadLetter,
+        encoder_name: str,
+        signal_drift: SignalDrift | None = None,
+    ) -> None:
         self.settings = settings
         self.index = index
         self.table = table
@@ -185,8 +192,9 @@ class IngestProcessor:
             try:
                 await self.process([rec])
             except Exception as exc:
-                log.error("event at %s[%d]@%d failed alone: %s", rec.topic, rec.partition, rec.offset,
-                          type(exc).__name__)
+                log.error(
+                    "event at %s[%d]@%d failed alone: %s", rec.topic, rec.partition, rec.offset, type(exc).__name__
+                )
                 metrics.EVENTS.labels("unknown", "dlq").inc()
                 error = InvalidEvent("processing_error", f"{type(exc).__name__}: {str(exc)[:200]}")
                 await self.dead_letter(rec.raw, error, rec.topic, rec.partition, rec.offset)
@@ -206,8 +214,11 @@ class IngestProcessor:
                 return []
             else:  # kept in the DLQ rather than silently dropped
                 metrics.EVENTS.labels(event.type, "dlq").inc()
-                error = InvalidEvent("pending_overflow", f"item {event.item_id!r} unknown and the user's "
-                                     f"pending buffer is full ({state.pending_limit} events)")
+                error = InvalidEvent(
+                    "pending_overflow",
+                    f"item {event.item_id!r} unknown and the user's "
+                    f"pending buffer is full ({state.pending_limit} events)",
+                )
                 await self.dead_letter(source.raw, error, source.topic, source.partition, source.offset)
             return None
         applied = self._apply_pending(state)
@@ -239,8 +250,12 @@ class IngestProcessor:
                 metrics.DRIFT_STATISTIC.labels(detector).set(value)
         detections, self._detections = self._detections, []
         for detection in detections:
-            log.warning("drift detected by %s after %d observations (statistic %.4f)", detection.detector,
-                        detection.n, detection.statistic)
+            log.warning(
+                "drift detected by %s after %d observations (statistic %.4f)",
+                detection.detector,
+                detection.n,
+                detection.statistic,
+            )
             if self.signal_drift is not None:
                 await self.signal_drift(detection)
 
@@ -273,8 +288,9 @@ class IngestProcessor:
             published = now_ms()
             rec = Recommendation(
                 user_id=user,
-                items=[RecommendedItem(item_id=s.item_id, score=round(s.score, 6), reasons=list(s.reasons))
-                       for s in scored],
+                items=[
+                    RecommendedItem(item_id=s.item_id, score=round(s.score, 6), reasons=list(s.reasons)) for s in scored
+                ],
                 model_version=self.model_version,
                 trigger_event_id=trigger.event_id,
                 event_ts=trigger.ts,
@@ -344,8 +360,9 @@ class IngestProcessor:
         """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
         user's vector is rebuilt from their history in the new space when next loaded."""
         self.index = index
-        self.recommender = HybridScorer(index, self.recommender.cf, self.recommender.trending, self.weights,
-                                             mmr_lambda=self.settings.mmr_lambda)
+        self.recommender = HybridScorer(
+            index, self.recommender.cf, self.recommender.trending, self.weights, mmr_lambda=self.settings.mmr_lambda
+        )
         self.space = version
         self._cache.clear()
         self.drift.scores, self.drift.centroid = ScoreDrift(), CentroidShift()  # a new space is no drift

@@ -38,8 +38,10 @@ def wait_for_adapters(store: ModelStore, n: int, learner, timeout_s: float = 150
             samples = []
         rejected = metric_sum(samples, "streamrec_finetune_cycles_total", outcome="rejected")
         failed = metric_sum(samples, "streamrec_finetune_cycles_total", outcome="failed")
-        assert time.monotonic() < deadline, (f"{n} adapter versions not promoted in {timeout_s}s "
-                                             f"(rejected {rejected}, failed {failed}); see {learner.log_path}")
+        assert time.monotonic() < deadline, (
+            f"{n} adapter versions not promoted in {timeout_s}s "
+            f"(rejected {rejected}, failed {failed}); see {learner.log_path}"
+        )
         time.sleep(0.5)
     return adapter_versions(store)
 
@@ -60,7 +62,8 @@ def served_version(settings, producer, user: str, item: str, event_id: str) -> s
 
 
 def test_a_promoted_adapter_is_served_a_corrupt_one_refused_and_a_rollback_followed(
-        settings, start_worker, start_learner):
+    settings, start_worker, start_learner
+):
     settings.finetune_min_examples = 10
     settings.finetune_every_events = 12
     settings.finetune_budget_s = 6.0
@@ -79,16 +82,18 @@ def test_a_promoted_adapter_is_served_a_corrupt_one_refused_and_a_rollback_follo
         assert manifest.metrics["finetune"]["trainable_params"] == 2 * 32 * 384  # rank 32 on the projection
         wait_for_swaps(worker, "ok", 1)  # the global snapshot or the adapter, whichever came first
         deadline = time.monotonic() + 60
-        while f"+adapter:{first}" not in (version := served_version(settings, producer, "alice", "s1",
-                                                                     f"a{int(time.monotonic() * 1000)}")):
+        while f"+adapter:{first}" not in (
+            version := served_version(settings, producer, "alice", "s1", f"a{int(time.monotonic() * 1000)}")
+        ):
             assert time.monotonic() < deadline, f"worker still serves {version}"
         # The user's vector lives in the new space: alice's next list comes from it.
         shop(producer, 1, users=16)
         second = wait_for_adapters(store, 2, learner)[-1]
         learner.stop()
         deadline = time.monotonic() + 60
-        while f"+adapter:{second}" not in (version := served_version(settings, producer, "bob", "s2",
-                                                                      f"b{int(time.monotonic() * 1000)}")):
+        while f"+adapter:{second}" not in (
+            version := served_version(settings, producer, "bob", "s2", f"b{int(time.monotonic() * 1000)}")
+        ):
             assert time.monotonic() < deadline, f"worker still serves {version}"
 
         # A version whose adapter weights were altered after it was written is refused.
@@ -97,10 +102,17 @@ def test_a_promoted_adapter_is_served_a_corrupt_one_refused_and_a_rollback_follo
         with open(f"{settings.model_store}/{tampered}/adapter_model.safetensors", "r+b") as f:
             f.seek(200)
             f.write(b"\x00corrupted\x00")
-        announcement = {"version": tampered, "kind": "adapter", "uri": f"{settings.model_store}/{tampered}",
-                        "sha256": store.manifest_sha256(tampered), "created_ts": 0, "metrics": {}}
-        producer._producer.send(topic_name(settings, "model-updates"), key=b"adapter",
-                                value=json.dumps(announcement).encode())
+        announcement = {
+            "version": tampered,
+            "kind": "adapter",
+            "uri": f"{settings.model_store}/{tampered}",
+            "sha256": store.manifest_sha256(tampered),
+            "created_ts": 0,
+            "metrics": {},
+        }
+        producer._producer.send(
+            topic_name(settings, "model-updates"), key=b"adapter", value=json.dumps(announcement).encode()
+        )
         producer.flush()
         wait_for_swaps(worker, "corrupt", 1)
         assert worker.alive()
@@ -111,13 +123,16 @@ def test_a_promoted_adapter_is_served_a_corrupt_one_refused_and_a_rollback_follo
 
         from serving.cli import app
 
-        rolled = CliRunner().invoke(app, ["model", "rollback", first, "--model-store", settings.model_store,
-                                          "--bootstrap", settings.bootstrap],
-                                    env={"STREAMREC_TOPIC_PREFIX": settings.topic_prefix})
+        rolled = CliRunner().invoke(
+            app,
+            ["model", "rollback", first, "--model-store", settings.model_store, "--bootstrap", settings.bootstrap],
+            env={"STREAMREC_TOPIC_PREFIX": settings.topic_prefix},
+        )
         assert rolled.exit_code == 0, rolled.output
         deadline = time.monotonic() + 60
-        while f"+adapter:{first}" not in (version := served_version(settings, producer, "dave", "s4",
-                                                                     f"d{int(time.monotonic() * 1000)}")):
+        while f"+adapter:{first}" not in (
+            version := served_version(settings, producer, "dave", "s4", f"d{int(time.monotonic() * 1000)}")
+        ):
             assert time.monotonic() < deadline, f"worker still serves {version} after the rollback"
 
 
@@ -134,8 +149,11 @@ def test_a_drift_signal_from_a_worker_triggers_a_fine_tune_cycle(settings, start
         shop(producer, 0, users=16)
         time.sleep(8.0)  # the learner has the examples: still no cycle
         assert adapter_versions(store) == []
-        producer._producer.send(topic_name(settings, "drift-signals"), key=b"hit_rate_adwin", value=json.dumps(
-            {"detector": "hit_rate_adwin", "n": 4096, "statistic": 0.02, "ts": 0}).encode())
+        producer._producer.send(
+            topic_name(settings, "drift-signals"),
+            key=b"hit_rate_adwin",
+            value=json.dumps({"detector": "hit_rate_adwin", "n": 4096, "statistic": 0.02, "ts": 0}).encode(),
+        )
         producer.flush()
         deadline = time.monotonic() + 120
         while metric_sum(learner.metrics(), "streamrec_finetune_cycles_total") < 1:

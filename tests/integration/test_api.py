@@ -41,8 +41,9 @@ def start_api():
 
     def start(settings: Settings, api: ApiSettings = KEYS, wait_ready: bool = True) -> httpx.Client:
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_api(settings, api), host="127.0.0.1", port=port,
-                                               access_log=False, log_config=None))
+        server = uvicorn.Server(
+            uvicorn.Config(create_api(settings, api), host="127.0.0.1", port=port, access_log=False, log_config=None)
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -83,14 +84,22 @@ def metrics(client: httpx.Client) -> list:
 
 
 def rec_record(user: str, items: list[str], trigger: str) -> bytes:
-    return json.dumps({"user_id": user, "items": [{"item_id": i, "score": 1.0 / (n + 1), "reasons": ["r"]}
-                                                  for n, i in enumerate(items)],
-                       "model_version": "test", "trigger_event_id": trigger, "event_ts": 1, "published_ts": 2,
-                       "k": len(items)}).encode()
+    return json.dumps(
+        {
+            "user_id": user,
+            "items": [{"item_id": i, "score": 1.0 / (n + 1), "reasons": ["r"]} for n, i in enumerate(items)],
+            "model_version": "test",
+            "trigger_event_id": trigger,
+            "event_ts": 1,
+            "published_ts": 2,
+            "k": len(items),
+        }
+    ).encode()
 
 
 def test_a_posted_event_reaches_the_view_through_the_worker_until_the_user_is_forgotten(
-        settings, start_worker, start_api, caplog):
+    settings, start_worker, start_api, caplog
+):
     caplog.set_level(logging.INFO)
     with EventProducer(settings) as producer:
         publish_catalogue(producer)
@@ -100,66 +109,109 @@ def test_a_posted_event_reaches_the_view_through_the_worker_until_the_user_is_fo
     sent = client.post("/v1/events", json={"user_id": "alice", "item_id": "s1", "type": "click"}, headers=auth(WRITE))
     assert sent.status_code == 202, sent.text
     first_id = sent.json()["event_id"]
-    served = wait_until(lambda: (r := recommendations(client, "alice"))["trigger_event_id"] == first_id and r,
-                        "the worker's list for alice did not reach the view")
+    served = wait_until(
+        lambda: (r := recommendations(client, "alice"))["trigger_event_id"] == first_id and r,
+        "the worker's list for alice did not reach the view",
+    )
     assert served["fallback"] is False and served["model_version"].startswith("content:")
     assert len(served["items"]) == settings.k and {i["item_id"] for i in served["items"][:5]} <= set(SHOES)
     # The view holds exactly what the worker published, cut to k.
-    published = [r for r in read_topic(settings, "recommendations", lambda v: any(
-        x and x["trigger_event_id"] == first_id for x in v)) if r and r["user_id"] == "alice"][-1]
+    published = [
+        r
+        for r in read_topic(
+            settings, "recommendations", lambda v: any(x and x["trigger_event_id"] == first_id for x in v)
+        )
+        if r and r["user_id"] == "alice"
+    ][-1]
     assert served["items"] == published["items"]
     assert recommendations(client, "alice", k=3)["items"] == published["items"][:3]
 
-    batch = client.post("/v1/events:batch", headers=auth(BOTH), json={"events": [
-        {"event_id": "b1", "user_id": "alice", "item_id": "s2", "type": "purchase"},
-        {"event_id": "b2", "user_id": "alice", "item_id": "s3", "type": "view"},
-        {"event_id": "b3", "user_id": "bob", "item_id": "k1", "type": "click"},
-    ]})
+    batch = client.post(
+        "/v1/events:batch",
+        headers=auth(BOTH),
+        json={
+            "events": [
+                {"event_id": "b1", "user_id": "alice", "item_id": "s2", "type": "purchase"},
+                {"event_id": "b2", "user_id": "alice", "item_id": "s3", "type": "view"},
+                {"event_id": "b3", "user_id": "bob", "item_id": "k1", "type": "click"},
+            ]
+        },
+    )
     assert batch.status_code == 202 and batch.json() == {"accepted": 3, "event_ids": ["b1", "b2", "b3"]}
-    alice = wait_until(lambda: (r := recommendations(client, "alice"))["trigger_event_id"] == "b2" and r,
-                       "alice's list does not reflect the batch")
-    bob = wait_until(lambda: (r := recommendations(client, "bob"))["trigger_event_id"] == "b3" and r,
-                     "bob's list does not reflect the batch")
+    alice = wait_until(
+        lambda: (r := recommendations(client, "alice"))["trigger_event_id"] == "b2" and r,
+        "alice's list does not reflect the batch",
+    )
+    bob = wait_until(
+        lambda: (r := recommendations(client, "bob"))["trigger_event_id"] == "b3" and r,
+        "bob's list does not reflect the batch",
+    )
     assert "s2" not in [i["item_id"] for i in alice["items"]]  # she bought it
     assert bob["items"][0]["item_id"] in KITCHEN
     with EventProducer(settings) as producer:  # an item deleted since the list was made is not served
         producer.delete_item(bob["items"][0]["item_id"])
-    wait_until(lambda: recommendations(client, "bob")["items"] == bob["items"][1:],
-               "a deleted item stayed in bob's list")
+    wait_until(
+        lambda: recommendations(client, "bob")["items"] == bob["items"][1:], "a deleted item stayed in bob's list"
+    )
 
     forget = client.post("/v1/events", json={"user_id": "alice", "type": "forget_user"}, headers=auth(WRITE))
     assert forget.status_code == 202
-    gone = wait_until(lambda: (r := recommendations(client, "alice"))["fallback"] and r,
-                      "the tombstone did not remove alice from the view")
+    gone = wait_until(
+        lambda: (r := recommendations(client, "alice"))["fallback"] and r,
+        "the tombstone did not remove alice from the view",
+    )
     assert gone["trigger_event_id"] is None
     assert metric_sum(metrics(client), "streamrec_api_view_users") == 1  # bob
     samples = metrics(client)
-    assert metric_sum(samples, "streamrec_api_request_duration_seconds_count", method="POST",
-                      route="/v1/events:batch", status="202") == 1
-    assert metric_sum(samples, "streamrec_api_request_duration_seconds_count",
-                      route="/v1/users/{user_id}/recommendations", status="200") >= 6
+    assert (
+        metric_sum(
+            samples,
+            "streamrec_api_request_duration_seconds_count",
+            method="POST",
+            route="/v1/events:batch",
+            status="202",
+        )
+        == 1
+    )
+    assert (
+        metric_sum(
+            samples,
+            "streamrec_api_request_duration_seconds_count",
+            route="/v1/users/{user_id}/recommendations",
+            status="200",
+        )
+        >= 6
+    )
     assert "alice" not in client.get("/metrics").text
     # Neither user ids nor keys reach the API's logs (the test's HTTP client logs its own URLs).
     api_logs = [r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
     assert api_logs and not [m for m in api_logs if "alice" in m or "bob" in m or "key-" in m]
 
 
-def test_an_unknown_user_gets_a_labelled_fallback_from_the_newest_verified_snapshot(
-        settings, start_learner, start_api):
+def test_an_unknown_user_gets_a_labelled_fallback_from_the_newest_verified_snapshot(settings, start_learner, start_api):
     with EventProducer(settings) as producer:
         publish_catalogue(producer)
         client = start_api(settings)
         empty = recommendations(client, "nobody")
-        assert empty == {"user_id": "nobody", "items": [], "fallback": True, "model_version": None,
-                         "trigger_event_id": None, "event_ts": None, "published_ts": None}
+        assert empty == {
+            "user_id": "nobody",
+            "items": [],
+            "fallback": True,
+            "model_version": None,
+            "trigger_event_id": None,
+            "event_ts": None,
+            "published_ts": None,
+        }
 
         learner = start_learner()
         for item, buyers in (("k4", 5), ("s1", 3), ("k1", 1)):
             for u in range(buyers):
                 producer.send(event_id=f"{item}-{u}", user_id=f"buyer{u}", item_id=item, type="purchase")
         producer.flush()
-        trending = wait_until(lambda: len((r := recommendations(client, "nobody"))["items"]) == 3 and r,
-                              "no trending fallback after the learner's snapshots")
+        trending = wait_until(
+            lambda: len((r := recommendations(client, "nobody"))["items"]) == 3 and r,
+            "no trending fallback after the learner's snapshots",
+        )
         assert trending["fallback"] is True
         assert [i["item_id"] for i in trending["items"]] == ["k4", "s1", "k1"]
         assert trending["items"][0]["reasons"] == ["trending in kitchen"]
@@ -168,13 +220,17 @@ def test_an_unknown_user_gets_a_labelled_fallback_from_the_newest_verified_snaps
         learner.stop()
         store = ModelStore(settings.model_store)
         good = store.versions()[-1]
-        wait_until(lambda: recommendations(client, "nobody")["model_version"] == f"trending:{good}",
-                   "the API did not load the learner's last snapshot")
+        wait_until(
+            lambda: recommendations(client, "nobody")["model_version"] == f"trending:{good}",
+            "the API did not load the learner's last snapshot",
+        )
 
         producer.delete_item("k4")  # a deleted item is never served, trending or not
         producer.flush()
-        wait_until(lambda: [i["item_id"] for i in recommendations(client, "nobody")["items"]] == ["s1", "k1"],
-                   "the deleted item stayed in the fallback")
+        wait_until(
+            lambda: [i["item_id"] for i in recommendations(client, "nobody")["items"]] == ["s1", "k1"],
+            "the deleted item stayed in the fallback",
+        )
 
         # The newest announcement is a tampered copy: a replica started now refuses it and
         # falls back to the newest version whose checksums hold, as workers do.
@@ -183,10 +239,17 @@ def test_an_unknown_user_gets_a_labelled_fallback_from_the_newest_verified_snaps
         with open(f"{settings.model_store}/{tampered}/global.npz", "r+b") as f:
             f.seek(100)
             f.write(b"\x00corrupted\x00")
-        announcement = {"version": tampered, "kind": "global", "uri": f"{settings.model_store}/{tampered}",
-                        "sha256": store.manifest_sha256(tampered), "created_ts": 0, "metrics": {}}
-        producer._producer.send(topic_name(settings, "model-updates"), key=b"global",
-                                value=json.dumps(announcement).encode())
+        announcement = {
+            "version": tampered,
+            "kind": "global",
+            "uri": f"{settings.model_store}/{tampered}",
+            "sha256": store.manifest_sha256(tampered),
+            "created_ts": 0,
+            "metrics": {},
+        }
+        producer._producer.send(
+            topic_name(settings, "model-updates"), key=b"global", value=json.dumps(announcement).encode()
+        )
         producer.flush()
     second = start_api(settings)
     assert second.get("/readyz").json()["trending_version"] == good
@@ -206,8 +269,10 @@ def test_the_view_is_built_from_the_whole_topic_and_follows_tombstones(settings,
     client = start_api(settings)
     assert client.get("/readyz").json()["view_users"] == 49
     assert metric_sum(metrics(client), "streamrec_api_view_users") == 49
-    assert recommendations(client, "u7")["items"] == [{"item_id": "z", "score": 1.0, "reasons": ["r"]},
-                                                      {"item_id": "y", "score": 0.5, "reasons": ["r"]}]
+    assert recommendations(client, "u7")["items"] == [
+        {"item_id": "z", "score": 1.0, "reasons": ["r"]},
+        {"item_id": "y", "score": 0.5, "reasons": ["r"]},
+    ]
     assert recommendations(client, "u7")["trigger_event_id"] == "newer"
     assert recommendations(client, "u8")["fallback"] is True
     assert recommendations(client, "u9")["trigger_event_id"] == "e9"
@@ -221,8 +286,10 @@ def test_the_view_is_built_from_the_whole_topic_and_follows_tombstones(settings,
 
 
 def test_requests_are_authenticated_and_validated_before_anything_reaches_kafka(settings, start_api):
-    client = start_api(settings, ApiSettings(read_keys=f"{READ},{BOTH}", write_keys=f"{WRITE},{BOTH}",
-                                             max_batch=3, max_body_bytes=4096))
+    client = start_api(
+        settings,
+        ApiSettings(read_keys=f"{READ},{BOTH}", write_keys=f"{WRITE},{BOTH}", max_batch=3, max_body_bytes=4096),
+    )
     path = "/v1/users/carol/recommendations"
     click = {"event_id": "ok1", "user_id": "carol", "item_id": "s1", "type": "click"}
 
@@ -249,13 +316,17 @@ def test_requests_are_authenticated_and_validated_before_anything_reaches_kafka(
 
     huge = client.post("/v1/events", json={**click, "type": "review", "text": "y" * 70_000}, headers=auth(WRITE))
     assert huge.status_code == 413 and "65536" in huge.json()["message"], huge.text
-    big_batch = client.post("/v1/events:batch", json={"events": [{**click, "text": "y" * 2000}] * 3},
-                            headers=auth(WRITE))
+    big_batch = client.post(
+        "/v1/events:batch", json={"events": [{**click, "text": "y" * 2000}] * 3}, headers=auth(WRITE)
+    )
     assert big_batch.status_code == 413 and "4096" in big_batch.json()["message"]
     too_many = client.post("/v1/events:batch", json={"events": [click] * 4}, headers=auth(WRITE))
     assert too_many.status_code == 422 and "at most 3" in too_many.json()["message"]
-    one_bad = client.post("/v1/events:batch", headers=auth(WRITE),
-                          json={"events": [{**click, "event_id": "x1"}, {**click, "event_id": "x2", "ts": -5}]})
+    one_bad = client.post(
+        "/v1/events:batch",
+        headers=auth(WRITE),
+        json={"events": [{**click, "event_id": "x1"}, {**click, "event_id": "x2", "ts": -5}]},
+    )
     assert one_bad.status_code == 422 and one_bad.json()["detail"][0]["loc"] == ["body", "events", 1, "ts"]
 
     assert client.post("/v1/events", json=click, headers=auth(BOTH)).status_code == 202
@@ -266,8 +337,15 @@ def test_requests_are_authenticated_and_validated_before_anything_reaches_kafka(
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
     samples = metrics(client)
-    by_status = {s: metric_sum(samples, "streamrec_api_request_duration_seconds_count",
-                               route="/v1/users/{user_id}/recommendations", status=s) for s in ("401", "403", "422")}
+    by_status = {
+        s: metric_sum(
+            samples,
+            "streamrec_api_request_duration_seconds_count",
+            route="/v1/users/{user_id}/recommendations",
+            status=s,
+        )
+        for s in ("401", "403", "422")
+    }
     assert by_status == {"401": 3, "403": 1, "422": 3}
     assert metric_sum(samples, "streamrec_api_request_duration_seconds_count", route="/v1/events", status="413") == 1
     openapi = client.get("/openapi.json").json()

@@ -28,8 +28,14 @@ def demo(tmp_path_factory):
     installed) scrapes the replay a few times; yields (summary, printed output, JSON file)."""
     tmp = tmp_path_factory.mktemp("demo")
     out = io.StringIO()
-    summary = run_demo(events=EVENTS, rate=100, json_summary=tmp / "summary.json", work_dir=tmp / "run",
-                       with_prometheus=True, console=Console(file=out, width=240))
+    summary = run_demo(
+        events=EVENTS,
+        rate=100,
+        json_summary=tmp / "summary.json",
+        work_dir=tmp / "run",
+        with_prometheus=True,
+        console=Console(file=out, width=240),
+    )
     return summary, out.getvalue(), tmp / "summary.json"
 
 
@@ -72,8 +78,10 @@ def test_demo_prints_where_the_metrics_are_and_stops_every_process(demo):
 
 def test_demo_with_prometheus_reads_the_key_series_back(demo):
     if shutil.which("prometheus") is None:
-        pytest.skip("the `prometheus` binary is not installed (`make ops-tools` or `apt-get install prometheus`); "
-                    "the demo ran without it")
+        pytest.skip(
+            "the `prometheus` binary is not installed (`make ops-tools` or `apt-get install prometheus`); "
+            "the demo ran without it"
+        )
     summary, output, _ = demo
     readings = summary["prometheus"]
     assert readings is not None, output

@@ -69,16 +69,27 @@ def with_field(event: dict, field: str, literal: str) -> bytes:
 # Good events are valid UTF-8: lone surrogates cannot be encoded (non-UTF-8 bytes are a breaker below).
 CHARACTER = st.characters(codec="utf-8")
 TS = st.one_of(st.integers(0, MAX_TS), st.sampled_from([0, 1, MAX_TS]))
-VALUE = st.one_of(st.floats(-MAX_VALUE, MAX_VALUE), st.integers(-10**9, 10**9),
-                  st.sampled_from([-MAX_VALUE, MAX_VALUE, 0.0, -0.0, 2.5, 5e-324]))
+VALUE = st.one_of(
+    st.floats(-MAX_VALUE, MAX_VALUE),
+    st.integers(-(10**9), 10**9),
+    st.sampled_from([-MAX_VALUE, MAX_VALUE, 0.0, -0.0, 2.5, 5e-324]),
+)
 TEXT = st.one_of(st.text(max_size=30), CHARACTER.map(lambda c: c * MAX_TEXT))
-JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                      st.text(max_size=10))
-JSON_VALUE = st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=3)
-                          | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
-NOT_A_STRING = st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
-                         st.lists(st.text(max_size=5), max_size=3),
-                         st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2))
+JSON_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)
+)
+JSON_VALUE = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+NOT_A_STRING = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)
 
 
 def user_id(draw, prefix: str) -> str:
@@ -89,8 +100,13 @@ def user_id(draw, prefix: str) -> str:
 
 
 def good_event(draw, user: str, event_id: str, long_text: bool = True) -> dict:
-    event = {"event_id": event_id, "user_id": user, "item_id": draw(st.sampled_from(ITEMS)),
-             "type": draw(st.sampled_from(GOOD_TYPES)), "ts": draw(TS)}
+    event = {
+        "event_id": event_id,
+        "user_id": user,
+        "item_id": draw(st.sampled_from(ITEMS)),
+        "type": draw(st.sampled_from(GOOD_TYPES)),
+        "ts": draw(TS),
+    }
     if draw(st.booleans()):
         event["value"] = draw(VALUE)
     if draw(st.booleans()):
@@ -120,8 +136,9 @@ def truncated_json(draw, event, max_bytes):  # cut between two characters: still
 
 
 def not_an_object(draw, event, max_bytes):
-    value = draw(st.one_of(st.just([event]), st.just(json.dumps(event)), JSON_VALUE.filter(
-        lambda v: not isinstance(v, dict))))
+    value = draw(
+        st.one_of(st.just([event]), st.just(json.dumps(event)), JSON_VALUE.filter(lambda v: not isinstance(v, dict)))
+    )
     return dumps(value)
 
 
@@ -131,11 +148,18 @@ def missing_field(draw, event, max_bytes):
 
 
 def wrong_type(draw, event, max_bytes):
-    not_a_number = st.one_of(st.text(max_size=10).map(lambda s: "x" + s), st.lists(st.integers(), max_size=3),
-                             st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+    not_a_number = st.one_of(
+        st.text(max_size=10).map(lambda s: "x" + s),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    )
     wrong = {
-        "event_id": NOT_A_STRING | st.none(), "user_id": NOT_A_STRING | st.none(), "item_id": NOT_A_STRING | st.none(),
-        "type": NOT_A_STRING | st.none(), "text": NOT_A_STRING, "session_id": NOT_A_STRING,
+        "event_id": NOT_A_STRING | st.none(),
+        "user_id": NOT_A_STRING | st.none(),
+        "item_id": NOT_A_STRING | st.none(),
+        "type": NOT_A_STRING | st.none(),
+        "text": NOT_A_STRING,
+        "session_id": NOT_A_STRING,
         "ts": not_a_number | st.none() | st.floats(0, 1e13).filter(lambda f: not f.is_integer()),
         "value": not_a_number,
     }
@@ -149,8 +173,13 @@ def lone_surrogate(draw, event, max_bytes):  # valid JSON escape, but no Unicode
 
 
 def unknown_type(draw, event, max_bytes):
-    kind = draw(st.one_of(st.text(max_size=15), st.sampled_from(EVENT_TYPES).map(str.upper),
-                          st.sampled_from(EVENT_TYPES).map(lambda t: t + " ")).filter(lambda t: t not in EVENT_TYPES))
+    kind = draw(
+        st.one_of(
+            st.text(max_size=15),
+            st.sampled_from(EVENT_TYPES).map(str.upper),
+            st.sampled_from(EVENT_TYPES).map(lambda t: t + " "),
+        ).filter(lambda t: t not in EVENT_TYPES)
+    )
     return dumps({**event, "type": kind})
 
 
@@ -162,18 +191,27 @@ def non_finite(draw, event, max_bytes):
 
 def out_of_range(draw, event, max_bytes):
     too_long = st.integers(MAX_ID + 1, MAX_ID + 50)
-    field, value = draw(st.one_of(
-        st.tuples(st.just("ts"), st.integers(max_value=-1) | st.integers(min_value=MAX_TS + 1)
-                  | st.sampled_from([2**63, 2**64, 2**200, -(2**64)])),
-        st.tuples(st.just("value"), st.floats(min_value=MAX_VALUE, exclude_min=True, allow_infinity=False)
-                  | st.floats(max_value=-MAX_VALUE, exclude_max=True, allow_infinity=False)
-                  | st.sampled_from([10**9 + 1, 2**64, -(2**70)])),
-        st.tuples(st.sampled_from(["event_id", "item_id", "type"]), st.just("")),
-        st.tuples(st.just("user_id"), st.just("") | too_long.map(lambda n: event["user_id"].ljust(n, "u"))),
-        st.tuples(st.just("event_id"), too_long.map(lambda n: "e" * n)),
-        st.tuples(st.just("session_id"), too_long.map(lambda n: "s" * n)),
-        st.tuples(st.just("text"), st.integers(MAX_TEXT + 1, MAX_TEXT + 100).map(lambda n: "t" * n)),
-    ))
+    field, value = draw(
+        st.one_of(
+            st.tuples(
+                st.just("ts"),
+                st.integers(max_value=-1)
+                | st.integers(min_value=MAX_TS + 1)
+                | st.sampled_from([2**63, 2**64, 2**200, -(2**64)]),
+            ),
+            st.tuples(
+                st.just("value"),
+                st.floats(min_value=MAX_VALUE, exclude_min=True, allow_infinity=False)
+                | st.floats(max_value=-MAX_VALUE, exclude_max=True, allow_infinity=False)
+                | st.sampled_from([10**9 + 1, 2**64, -(2**70)]),
+            ),
+            st.tuples(st.sampled_from(["event_id", "item_id", "type"]), st.just("")),
+            st.tuples(st.just("user_id"), st.just("") | too_long.map(lambda n: event["user_id"].ljust(n, "u"))),
+            st.tuples(st.just("event_id"), too_long.map(lambda n: "e" * n)),
+            st.tuples(st.just("session_id"), too_long.map(lambda n: "s" * n)),
+            st.tuples(st.just("text"), st.integers(MAX_TEXT + 1, MAX_TEXT + 100).map(lambda n: "t" * n)),
+        )
+    )
     return dumps({**event, field: value})
 
 
@@ -251,8 +289,11 @@ def batches(draw, max_bytes: int) -> list[Record]:
     random order."""
     run = uuid.uuid4().hex[:8]  # fresh ids each time, also when hypothesis replays an example
     users = [user_id(draw, f"{USER_MARK}-{run}-{n}-") for n in range(draw(st.integers(3, 8)))]
-    records = [good_record(draw, user, f"{run}-e{n}.{m}-" + draw(st.text(max_size=8)), max_bytes)
-               for n, user in enumerate(users) for m in range(draw(st.integers(1, 3)))]
+    records = [
+        good_record(draw, user, f"{run}-e{n}.{m}-" + draw(st.text(max_size=8)), max_bytes)
+        for n, user in enumerate(users)
+        for m in range(draw(st.integers(1, 3)))
+    ]
     extra = draw(st.integers(max(0, 20 - len(BAD) - len(records)), 60 - len(BAD) - len(records)))
     breakers = list(BAD) + draw(st.lists(st.sampled_from(list(BAD)), min_size=extra, max_size=extra))
     for n, breaker in enumerate(breakers):  # each way of breaking an event at least once
@@ -342,14 +383,16 @@ def send_and_check(settings: Settings, producer: EventProducer, worker, records:
         if record.kind == "good":
             last[record.event["user_id"]] = record.event["event_id"]
     wanted = set(last.values())
-    recs = read_topic(settings, "recommendations",
-                      lambda got: wanted <= {r["trigger_event_id"] for r in got if r is not None})
+    recs = read_topic(
+        settings, "recommendations", lambda got: wanted <= {r["trigger_event_id"] for r in got if r is not None}
+    )
     for user, event_id in last.items():
         served = [r for r in recs if r is not None and r["user_id"] == user and r["trigger_event_id"] == event_id]
         assert served, f"no list for {user!r} after {event_id!r}"
         items = served[-1]["items"]
-        assert items and all(i["item_id"] in ITEMS and isinstance(i["score"], (int, float))
-                         and math.isfinite(i["score"]) for i in items), served[-1]
+        assert items and all(
+            i["item_id"] in ITEMS and isinstance(i["score"], (int, float)) and math.isfinite(i["score"]) for i in items
+        ), served[-1]
     assert worker.alive(), f"the worker died; see {worker.log_path}"
 
 
@@ -365,8 +408,13 @@ def test_hostile_records_go_to_the_dlq_and_the_good_events_around_them_are_serve
 
         # One worker for all examples (starting one takes seconds); each example has its own ids.
         # No shrinking: an example takes seconds, and a failure names the records at fault.
-        @hypothesis_settings(max_examples=10, deadline=None, database=None, phases=[Phase.generate],
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @hypothesis_settings(
+            max_examples=10,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(records=batches(settings.max_event_bytes))
         def hostile_batch(records: list[Record]) -> None:
             send_and_check(settings, producer, worker, records)
@@ -378,10 +426,15 @@ def test_hostile_records_go_to_the_dlq_and_the_good_events_around_them_are_serve
     assert USER_MARK not in log, [line for line in log.splitlines() if USER_MARK in line][:5]
 
 
-@pytest.mark.parametrize(("field", "wrong"), [("ts", "1700000000000"), ("ts", True), ("value", "4"),
-                                              ("value", False)])
+@pytest.mark.parametrize(("field", "wrong"), [("ts", "1700000000000"), ("ts", True), ("value", "4"), ("value", False)])
 def test_numbers_sent_as_strings_or_booleans_are_refused(field, wrong):
-    event = {"event_id": "e1", "user_id": "u1", "item_id": "s1", "type": "rating", "ts": 1_700_000_000_000,
-             field: wrong}
+    event = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "s1",
+        "type": "rating",
+        "ts": 1_700_000_000_000,
+        field: wrong,
+    }
     with pytest.raises(InvalidEvent):
         parse_event(dumps(event))

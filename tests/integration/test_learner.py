@@ -26,7 +26,8 @@ def wait_for_swaps(worker, outcome: str, at_least: int, timeout_s: float = 60.0)
 
 
 def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refused(
-        settings, start_worker, start_learner):
+    settings, start_worker, start_learner
+):
     with EventProducer(settings) as producer:
         publish_catalogue(producer)
         worker = start_worker(items=12)
@@ -58,8 +59,13 @@ def test_the_learners_cf_reaches_the_workers_lists_and_a_corrupt_version_is_refu
         with open(f"{settings.model_store}/{tampered}/global.npz", "r+b") as f:
             f.seek(100)
             f.write(b"\x00corrupted\x00")
-        announcement = {"version": tampered, "uri": f"{settings.model_store}/{tampered}",
-                        "sha256": store.manifest_sha256(tampered), "created_ts": 0, "metrics": {}}
+        announcement = {
+            "version": tampered,
+            "uri": f"{settings.model_store}/{tampered}",
+            "sha256": store.manifest_sha256(tampered),
+            "created_ts": 0,
+            "metrics": {},
+        }
         updates = topic_name(settings, "model-updates")
         producer._producer.send(updates, key=b"global", value=json.dumps(announcement).encode())
         producer.flush()
@@ -117,9 +123,11 @@ def test_a_rollback_is_announced_like_a_promotion_and_workers_follow(settings, s
         assert listed.exit_code == 0 and first in listed.output and "events_learned=" in listed.output
         shown = runner.invoke(app, ["model", "show", first, "--model-store", settings.model_store])
         assert shown.exit_code == 0 and "global.npz" in shown.output
-        rolled = runner.invoke(app, ["model", "rollback", first, "--model-store", settings.model_store,
-                                     "--bootstrap", settings.bootstrap],
-                               env={"STREAMREC_TOPIC_PREFIX": settings.topic_prefix})
+        rolled = runner.invoke(
+            app,
+            ["model", "rollback", first, "--model-store", settings.model_store, "--bootstrap", settings.bootstrap],
+            env={"STREAMREC_TOPIC_PREFIX": settings.topic_prefix},
+        )
         assert rolled.exit_code == 0, rolled.output
         wait_for_swaps(worker, "ok", 3)
 

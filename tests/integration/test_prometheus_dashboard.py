@@ -69,9 +69,13 @@ def api(settings, tmp_path):
     log_path = tmp_path / "api.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "api"], stdout=log, stderr=subprocess.STDOUT,
-            env=process_env(settings, STREAMREC_API_HOST="127.0.0.1", STREAMREC_API_PORT=str(port),
-                            STREAMREC_API_READ_KEYS=READ_KEY))
+            [sys.executable, "-m", "serving.cli", "api"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=process_env(
+                settings, STREAMREC_API_HOST="127.0.0.1", STREAMREC_API_PORT=str(port), STREAMREC_API_READ_KEYS=READ_KEY
+            ),
+        )
     yield port, log_path, process
     process.terminate()
     try:
@@ -90,9 +94,11 @@ def prometheus(prometheus_binary, settings, api, tmp_path):
         "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-            for job, port in [("streamrec-worker", settings.metrics_port),
-                              ("streamrec-learner", settings.learner_metrics_port),
-                              ("streamrec-api", api[0])]
+            for job, port in [
+                ("streamrec-worker", settings.metrics_port),
+                ("streamrec-learner", settings.learner_metrics_port),
+                ("streamrec-api", api[0]),
+            ]
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -101,9 +107,15 @@ def prometheus(prometheus_binary, settings, api, tmp_path):
     log_path = tmp_path / "prometheus.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [prometheus_binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                prometheus_binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def ready() -> bool:
         try:
@@ -127,12 +139,15 @@ def instant_query(url: str, expr: str) -> list:
 
 
 def target_health(url: str) -> dict[str, str]:
-    return {t["labels"]["job"]: t["health"] + (f" ({t['lastError']})" if t["lastError"] else "")
-            for t in get_json(f"{url}/api/v1/targets")["data"]["activeTargets"]}
+    return {
+        t["labels"]["job"]: t["health"] + (f" ({t['lastError']})" if t["lastError"] else "")
+        for t in get_json(f"{url}/api/v1/targets")["data"]["activeTargets"]
+    }
 
 
 def test_every_dashboard_query_returns_data_from_a_running_system(
-        prometheus_binary, settings, start_worker, start_learner, api, prometheus):
+    prometheus_binary, settings, start_worker, start_learner, api, prometheus
+):
     assert all("$" not in expr.replace("$__rate_interval", "") for _, expr in dashboard_exprs())
     with EventProducer(settings) as producer:
         publish_catalogue(producer)
@@ -154,8 +169,7 @@ def test_every_dashboard_query_returns_data_from_a_running_system(
     api_up = wait_until(lambda: api_process.poll() is None and http_status(f"{api_url}/healthz") == 200, 60)
     if api_up:
         for user in ("shopper0", "nobody"):
-            http_status(f"{api_url}/v1/users/{user}/recommendations",
-                        {"Authorization": f"Bearer {READ_KEY}"})
+            http_status(f"{api_url}/v1/users/{user}/recommendations", {"Authorization": f"Bearer {READ_KEY}"})
 
     wait_until(lambda: all(h == "up" for h in target_health(prometheus).values()), 60)
     exprs = dashboard_exprs()
@@ -171,6 +185,8 @@ def test_every_dashboard_query_returns_data_from_a_running_system(
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     health = target_health(prometheus)
     api_note = "" if api_up else f"\nthe API never answered /healthz; its log:\n{api_log.read_text()[-1500:]}"
-    assert not empty, (f"{len(empty)} of {len(exprs)} dashboard queries returned no data:\n"
-                       + "\n".join(f"  [{title}] {expr}" for title, expr in empty)
-                       + f"\nscrape targets: {health}{api_note}")
+    assert not empty, (
+        f"{len(empty)} of {len(exprs)} dashboard queries returned no data:\n"
+        + "\n".join(f"  [{title}] {expr}" for title, expr in empty)
+        + f"\nscrape targets: {health}{api_note}"
+    )

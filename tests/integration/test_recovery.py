@@ -30,10 +30,20 @@ TYPES = ["view", "click", "add_to_cart", "purchase", "dislike", "rating"]
 def workload(n_users: int = 150, per_user: int = 12, seed: int = 7) -> tuple[list[dict], list[bytes]]:
     """Good events (in a shuffled but per-user ordered stream) and malformed records."""
     rng = random.Random(seed)
-    queues = [[{"event_id": f"u{u}-{n}", "user_id": f"u{u}", "item_id": rng.choice(ITEMS),
-                "type": (t := rng.choice(TYPES)), "ts": 1_700_000_000_000 + 60_000 * n + u,
-                **({"value": rng.randint(1, 5)} if t == "rating" else {})} for n in range(per_user)]
-              for u in range(n_users)]
+    queues = [
+        [
+            {
+                "event_id": f"u{u}-{n}",
+                "user_id": f"u{u}",
+                "item_id": rng.choice(ITEMS),
+                "type": (t := rng.choice(TYPES)),
+                "ts": 1_700_000_000_000 + 60_000 * n + u,
+                **({"value": rng.randint(1, 5)} if t == "rating" else {}),
+            }
+            for n in range(per_user)
+        ]
+        for u in range(n_users)
+    ]
     good = []
     while any(queues):
         queue = rng.choice([q for q in queues if q])
@@ -44,8 +54,15 @@ def workload(n_users: int = 150, per_user: int = 12, seed: int = 7) -> tuple[lis
 
 def settings_for(bootstrap: str, tmp_path, name: str) -> Settings:
     name = re.sub(r"[^a-zA-Z0-9]+", "-", name) + "-" + uuid.uuid4().hex[:6]
-    s = Settings(bootstrap=bootstrap, topic_prefix=f"{name}.", app_id=f"worker-{name}", metrics_port=free_port(),
-                 data_dir=str(tmp_path / name), partitions=2, lag_interval_s=0.5)
+    s = Settings(
+        bootstrap=bootstrap,
+        topic_prefix=f"{name}.",
+        app_id=f"worker-{name}",
+        metrics_port=free_port(),
+        data_dir=str(tmp_path / name),
+        partitions=2,
+        lag_interval_s=0.5,
+    )
     create_topics(s)
     return s
 
@@ -65,9 +82,14 @@ def states(settings: Settings) -> dict[str, UserState]:
     """Each user's latest state from the table's changelog topic."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(f"{settings.app_id}-user-state-changelog", bootstrap_servers=settings.bootstrap,
-                             group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(
+        f"{settings.app_id}-user-state-changelog",
+        bootstrap_servers=settings.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    )
     latest: dict[str, bytes | None] = {}
     for message in consumer:
         latest[message.key.decode()] = message.value
@@ -82,8 +104,9 @@ def wait_until_applied(settings: Settings, event_ids: set[str], timeout_s: float
         applied = {e for state in found.values() for e in state.seen_event_ids}
         if applied >= event_ids:
             return found
-        assert time.monotonic() < deadline, (f"{len(event_ids - applied)} events never applied: "
-                                             f"{where(settings, event_ids - applied)}")
+        assert time.monotonic() < deadline, (
+            f"{len(event_ids - applied)} events never applied: {where(settings, event_ids - applied)}"
+        )
         time.sleep(1.0)
 
 
@@ -91,8 +114,14 @@ def where(settings: Settings, event_ids: set[str]) -> dict[str, object]:
     """Where the missing events are in the ``events`` topic (partition, offset), or None if absent."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic_name(settings, "events"), bootstrap_servers=settings.bootstrap, group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(
+        topic_name(settings, "events"),
+        bootstrap_servers=settings.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    )
     found: dict[str, object] = dict.fromkeys(sorted(event_ids)[:10])
     for message in consumer:
         try:
@@ -108,15 +137,18 @@ def where(settings: Settings, event_ids: set[str]) -> dict[str, object]:
 def dlq_offsets(settings: Settings, n: int) -> set[tuple[int, int]]:
     from tests.conftest import read_topic
 
-    return {(d["partition"], d["offset"]) for d in read_topic(settings, "events.dlq", lambda v: len(
-        {(x["partition"], x["offset"]) for x in v}) >= n)}
+    return {
+        (d["partition"], d["offset"])
+        for d in read_topic(settings, "events.dlq", lambda v: len({(x["partition"], x["offset"]) for x in v}) >= n)
+    }
 
 
 def assert_same_vectors(expected: dict[str, UserState], got: dict[str, UserState]) -> None:
     assert sorted(got) == sorted(expected)
     for user, state in expected.items():
-        np.testing.assert_allclose(got[user].preference.vector, state.preference.vector, rtol=1e-5, atol=1e-6,
-                                   err_msg=user)
+        np.testing.assert_allclose(
+            got[user].preference.vector, state.preference.vector, rtol=1e-5, atol=1e-6, err_msg=user
+        )
         assert got[user].consumed == state.consumed
 
 

@@ -14,12 +14,20 @@ from tests.conftest import read_topic
 pytestmark = pytest.mark.integration
 
 SHOES = {
-    "s1": "Trail running shoes", "s2": "Road running shoes", "s3": "Lightweight racing sneakers",
-    "s4": "Waterproof hiking boots", "s5": "Leather ankle boots", "s6": "Canvas sneakers",
+    "s1": "Trail running shoes",
+    "s2": "Road running shoes",
+    "s3": "Lightweight racing sneakers",
+    "s4": "Waterproof hiking boots",
+    "s5": "Leather ankle boots",
+    "s6": "Canvas sneakers",
 }
 KITCHEN = {
-    "k1": "Espresso machine", "k2": "Burr coffee grinder", "k3": "Milk frother",
-    "k4": "Cast iron skillet", "k5": "Chef's knife", "k6": "Stainless steel saucepan",
+    "k1": "Espresso machine",
+    "k2": "Burr coffee grinder",
+    "k3": "Milk frother",
+    "k4": "Cast iron skillet",
+    "k5": "Chef's knife",
+    "k6": "Stainless steel saucepan",
 }
 
 
@@ -69,8 +77,9 @@ def test_malformed_events_go_to_the_dlq_with_a_reason_and_the_next_event_is_serv
         json.dumps({"event_id": "x2", "user_id": "bob", "type": "click", "ts": 1}).encode(),  # no item_id
         json.dumps({"event_id": "x3", "user_id": "bob", "item_id": "k1", "type": "teleport", "ts": 1}).encode(),
         b'{"event_id": "x4", "user_id": "bob", "item_id": "k1", "type": "click", "ts": 1, "value": NaN}',
-        json.dumps({"event_id": "x5", "user_id": "bob", "item_id": "k1", "type": "review", "ts": 1,
-                    "text": "y" * 100_000}).encode(),  # oversize
+        json.dumps(
+            {"event_id": "x5", "user_id": "bob", "item_id": "k1", "type": "review", "ts": 1, "text": "y" * 100_000}
+        ).encode(),  # oversize
         b"\xff\xfe not utf-8",
     ]
     with EventProducer(settings) as producer:
@@ -82,7 +91,8 @@ def test_malformed_events_go_to_the_dlq_with_a_reason_and_the_next_event_is_serv
         producer.flush()
     dlq = read_topic(settings, "events.dlq", lambda v: len(v) >= len(bad))
     assert sorted(d["reason"] for d in dlq) == sorted(
-        ["bad_json", "invalid_schema", "invalid_schema", "invalid_schema", "oversize", "bad_encoding"])
+        ["bad_json", "invalid_schema", "invalid_schema", "invalid_schema", "oversize", "bad_encoding"]
+    )
     assert all(d["topic"] == f"{settings.topic_prefix}events" and d["offset"] >= 0 and d["error"] for d in dlq)
     assert any("NaN" in d["error"] for d in dlq) and any("teleport" in d["raw"] for d in dlq)
     recs = read_topic(settings, "recommendations", has_trigger("ok1"))
@@ -133,6 +143,7 @@ def test_events_naming_items_not_yet_in_the_catalogue_are_kept_until_the_item_ar
         producer.flush()
         # wait until the worker has parked it
         import time
+
         deadline = time.monotonic() + 30
         while metric_sum(worker.metrics(), "streamrec_pending_events") < 1:
             assert time.monotonic() < deadline, "event was not parked"

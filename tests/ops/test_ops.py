@@ -27,7 +27,8 @@ COMPOSE_GPU = ROOT / "ops" / "docker-compose.gpu.yml"
 # The metric contract: name as exposed on /metrics -> (type, labels). Histograms also expose
 # <name>_bucket (with le), <name>_sum and <name>_count.
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
-    name: (kind, frozenset(labels)) for name, kind, labels in [
+    name: (kind, frozenset(labels))
+    for name, kind, labels in [
         # worker
         ("streamrec_events_total", "counter", {"type", "outcome"}),
         ("streamrec_dlq_total", "counter", {"reason"}),
@@ -62,8 +63,12 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
 TARGET_LABELS = frozenset({"job", "instance"})  # added by Prometheus to every scraped series
 JOBS = {"streamrec-worker", "streamrec-learner", "streamrec-api"}
 REQUIRED_ALERTS = {
-    "StreamrecConsumerLagGrowing", "StreamrecLatencyP99AboveSLO", "StreamrecDLQRateHigh",
-    "StreamrecNoRecommendationsPublished", "StreamrecDriftDetected", "StreamrecFineTuneFailing",
+    "StreamrecConsumerLagGrowing",
+    "StreamrecLatencyP99AboveSLO",
+    "StreamrecDLQRateHigh",
+    "StreamrecNoRecommendationsPublished",
+    "StreamrecDriftDetected",
+    "StreamrecFineTuneFailing",
     "StreamrecModelTooOld",
 }
 
@@ -92,8 +97,10 @@ def require_tool(binary: str, package: str) -> str:
     if not shutil.which(binary):
         why = _apt_install(package)
         if not shutil.which(binary):
-            pytest.skip(f"{binary} (Debian package {package}) is missing and could not be installed: "
-                        f"{why or 'installed, but not on PATH'}")
+            pytest.skip(
+                f"{binary} (Debian package {package}) is missing and could not be installed: "
+                f"{why or 'installed, but not on PATH'}"
+            )
     return shutil.which(binary)
 
 
@@ -182,7 +189,11 @@ def test_compose_prometheus_finds_every_worker_replica_by_dns():
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for job, name, port in [("streamrec-worker", "worker", 9108), ("streamrec-api", "api", 8000)]:
         assert jobs[job]["dns_sd_configs"][0] | {"refresh_interval": None} == {
-            "names": [name], "type": "A", "port": port, "refresh_interval": None}
+            "names": [name],
+            "type": "A",
+            "port": port,
+            "refresh_interval": None,
+        }
 
 
 def test_alert_rules_are_valid_and_pass_their_unit_tests(promtool):
@@ -197,8 +208,11 @@ def test_every_alert_is_labelled_annotated_and_shown_firing_and_silent_in_its_te
     for rule in rules:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
-    cases = [case for test in yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
-             for case in test["alert_rule_test"]]
+    cases = [
+        case
+        for test in yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
+        for case in test["alert_rule_test"]
+    ]
     firing = {c["alertname"] for c in cases if c["exp_alerts"]}
     silent = {c["alertname"] for c in cases if not c["exp_alerts"]}
     assert {r["alert"] for r in rules} <= firing, "an alert without a test that shows it firing"
@@ -215,9 +229,21 @@ def test_every_alert_queries_only_contract_metrics_and_labels():
 def test_dashboard_panels_each_query_contract_metrics_with_contract_labels():
     panels = dashboard_panels()
     titles = " | ".join(p["title"] for p in panels).lower()
-    for topic in ("throughput", "latency", "lag", "dead-letter", "drift detections", "drift statistics",
-                  "hit rate", "model versions", "model age", "fine-tune loss", "fine-tune time",
-                  "fine-tune cycles", "api latency"):
+    for topic in (
+        "throughput",
+        "latency",
+        "lag",
+        "dead-letter",
+        "drift detections",
+        "drift statistics",
+        "hit rate",
+        "model versions",
+        "model age",
+        "fine-tune loss",
+        "fine-tune time",
+        "fine-tune cycles",
+        "api latency",
+    ):
         assert topic in titles, f"no panel about {topic}"
     assert len({p["id"] for p in panels}) == len(panels)
     for panel in panels:
@@ -230,8 +256,10 @@ def test_dashboard_panels_each_query_contract_metrics_with_contract_labels():
 
 def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
     """promtool parses each query as the expression of a recording rule."""
-    rules = [{"record": f"dashboard:query_{i}:check", "expr": expr.replace("$__rate_interval", "1m")}
-             for i, (_, expr) in enumerate(dashboard_exprs())]
+    rules = [
+        {"record": f"dashboard:query_{i}:check", "expr": expr.replace("$__rate_interval", "1m")}
+        for i, (_, expr) in enumerate(dashboard_exprs())
+    ]
     (tmp_path / "dashboard-queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = run([promtool, "check", "rules", "dashboard-queries.yml"], cwd=tmp_path)
     assert f"SUCCESS: {len(rules)} rules found" in out.stdout
@@ -246,10 +274,11 @@ def test_grafana_provisioning_points_at_the_compose_prometheus_and_the_dashboard
 
 
 def test_the_contract_check_catches_a_typo():
-    assert contract_problems('sum by (reasons) (rate(streamrec_dlq_total[5m]))') == [
-        "label 'reasons' is on none of its metrics"]
+    assert contract_problems("sum by (reasons) (rate(streamrec_dlq_total[5m]))") == [
+        "label 'reasons' is on none of its metrics"
+    ]
     assert contract_problems("rate(streamrec_event_total[5m])") == ["unknown metric streamrec_event_total"]
-    assert contract_problems('histogram_quantile(0.9, sum by (le) (rate(streamrec_finetune_seconds_bucket[1h])))') == []
+    assert contract_problems("histogram_quantile(0.9, sum by (le) (rate(streamrec_finetune_seconds_bucket[1h])))") == []
 
 
 # -- docker-compose ---------------------------------------------------------------------------------
@@ -264,9 +293,15 @@ def compose(tmp_path_factory):
     def run_compose(*args: str, **env: str) -> subprocess.CompletedProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         full_env.update({"STREAMREC_API_READ_KEYS": "test-read-key"}, **env)
-        return subprocess.run([binary, "--env-file", str(no_env_file), "-f", str(COMPOSE), *args], cwd=ROOT,
-                              check=False, capture_output=True, text=True, timeout=120,
-                              env={k: v for k, v in full_env.items() if v})
+        return subprocess.run(
+            [binary, "--env-file", str(no_env_file), "-f", str(COMPOSE), *args],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in full_env.items() if v},
+        )
 
     return run_compose
 
@@ -329,8 +364,10 @@ def test_learner_and_workers_share_the_model_store_and_prometheus_grafana_come_f
     assert "model-store" in compose_config["volumes"]
     assert (f"{ROOT}/ops/prometheus", "/etc/prometheus", True) in mounts(services["prometheus"])
     assert "--config.file=/etc/prometheus/prometheus.compose.yml" in services["prometheus"]["command"]
-    assert {(f"{ROOT}/ops/grafana/provisioning", "/etc/grafana/provisioning", True),
-            (f"{ROOT}/ops/grafana/dashboards", "/etc/grafana/dashboards", True)} <= mounts(services["grafana"])
+    assert {
+        (f"{ROOT}/ops/grafana/provisioning", "/etc/grafana/provisioning", True),
+        (f"{ROOT}/ops/grafana/dashboards", "/etc/grafana/dashboards", True),
+    } <= mounts(services["grafana"])
 
 
 def test_gpu_override_reserves_a_gpu_for_the_learner_only(compose, compose_config):

@@ -17,24 +17,50 @@ def write_log(tmp_path):
             rows.append(f"u{u},{taste}{n},{1_000_000 + u * 10 + step},click,")
     events.write_text("\n".join(rows) + "\n")
     items = tmp_path / "items.csv"
-    items.write_text("item_id,title,category\n"
-                     "a1,Trail running shoes,shoes\na2,Road running shoes,shoes\na3,Hiking boots,shoes\n"
-                     "b1,Espresso machine,kitchen\nb2,Coffee grinder,kitchen\nb3,Milk frother,kitchen\n")
+    items.write_text(
+        "item_id,title,category\n"
+        "a1,Trail running shoes,shoes\na2,Road running shoes,shoes\na3,Hiking boots,shoes\n"
+        "b1,Espresso machine,kitchen\nb2,Coffee grinder,kitchen\nb3,Milk frother,kitchen\n"
+    )
     return events, items
 
 
 def test_evaluate_writes_json_markdown_and_plot(tmp_path):
     events, items = write_log(tmp_path)
     out = tmp_path / "result.json"
-    result = CliRunner().invoke(app, [
-        "evaluate", "--events-file", str(events), "--items-file", str(items), "--models",
-        "popularity,item-knn,hybrid", "--k", "2", "--windows", "2", "--json", str(out),
-        "--reports-dir", str(tmp_path / "reports")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--events-file",
+            str(events),
+            "--items-file",
+            str(items),
+            "--models",
+            "popularity,item-knn,hybrid",
+            "--k",
+            "2",
+            "--windows",
+            "2",
+            "--json",
+            str(out),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
     assert set(payload["models"]) == {"popularity", "item-knn", "hybrid"}
-    assert set(payload["models"]["hybrid"]) >= {"hr", "ndcg", "recall", "precision", "mrr", "auc", "coverage",
-                                                "diversity"}
+    assert set(payload["models"]["hybrid"]) >= {
+        "hr",
+        "ndcg",
+        "recall",
+        "precision",
+        "mrr",
+        "auc",
+        "coverage",
+        "diversity",
+    }
     assert payload["n_events"] == 36 and payload["n_scored"] == 24
     # the second and third step of each user follow the taste: co-occurrence learns it
     assert payload["models"]["hybrid"]["hr"] > payload["models"]["popularity"]["hr"]

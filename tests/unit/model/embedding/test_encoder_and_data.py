@@ -14,8 +14,13 @@ def encoder():
 
 
 def test_embeddings_are_unit_vectors_and_batching_does_not_change_them(encoder):
-    texts = [render_item_text("Trail running shoes", "shoes"), "Espresso machine. kitchen", "Toy Story (1995)",
-             "a", "Burr coffee grinder. kitchen"]
+    texts = [
+        render_item_text("Trail running shoes", "shoes"),
+        "Espresso machine. kitchen",
+        "Toy Story (1995)",
+        "a",
+        "Burr coffee grinder. kitchen",
+    ]
     vectors = encoder.encode(texts)
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -24,8 +29,9 @@ def test_embeddings_are_unit_vectors_and_batching_does_not_change_them(encoder):
 
 
 def test_similar_products_are_closer_than_unrelated_ones(encoder):
-    shoes, boots, coffee = encoder.encode(["Road running shoes. shoes", "Waterproof hiking boots. shoes",
-                                           "Espresso machine. kitchen"])
+    shoes, boots, coffee = encoder.encode(
+        ["Road running shoes. shoes", "Waterproof hiking boots. shoes", "Espresso machine. kitchen"]
+    )
     assert shoes @ boots > shoes @ coffee + 0.1
 
 

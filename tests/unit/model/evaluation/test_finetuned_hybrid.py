@@ -23,11 +23,27 @@ from tests.unit.model.finetune.test_finetune import TEXTS
 ITEMS = list(TEXTS)
 # What users pick after a movie: text similarity does not know it (the base encoder puts Toy Story
 # next to Lion King), behaviour does: a fine-tuned adapter must learn it.
-ACROSS = {"toy": "alien", "alien": "toy", "lion": "scream", "scream": "lion", "heat": "sense", "sense": "heat",
-          "goldeneye": "emma", "emma": "goldeneye"}
+ACROSS = {
+    "toy": "alien",
+    "alien": "toy",
+    "lion": "scream",
+    "scream": "lion",
+    "heat": "sense",
+    "sense": "heat",
+    "goldeneye": "emma",
+    "emma": "goldeneye",
+}
 # What text similarity already knows: each movie's nearest neighbour under the base encoder.
-ALIKE = {"toy": "lion", "lion": "toy", "heat": "goldeneye", "goldeneye": "heat", "sense": "emma", "emma": "sense",
-         "alien": "scream", "scream": "heat"}
+ALIKE = {
+    "toy": "lion",
+    "lion": "toy",
+    "heat": "goldeneye",
+    "goldeneye": "heat",
+    "sense": "emma",
+    "emma": "sense",
+    "alien": "scream",
+    "scream": "heat",
+}
 CONTENT_ONLY = HybridWeights(content=1.0, cf=0.0, trending=0.0)
 # One cycle after the 80 events of 40 users; the newest 10 examples are the holdout, k = 1.
 SCHEDULE = FinetuneSchedule(every_events=80, max_steps=8, batch_size=8, lr=5e-3, holdout=0.25, min_examples=8, k=1)
@@ -130,11 +146,24 @@ def test_too_few_examples_skip_the_cycle(encoder, base_vectors):
 def test_evaluate_runs_the_finetuned_hybrid_when_named_and_reports_its_cycles(tmp_path):
     events, items = tmp_path / "events.csv", tmp_path / "items.csv"
     items.write_text("item_id,title\n" + "".join(f"{i},{TEXTS[i]}\n" for i in ITEMS))
-    events.write_text("user_id,item_id,ts,type,value\n"
-                      + "".join(f"{e.user_id},{e.item_id},{e.ts},{e.type},{e.value}\n" for e in log_of([ACROSS] * 6)))
+    events.write_text(
+        "user_id,item_id,ts,type,value\n"
+        + "".join(f"{e.user_id},{e.item_id},{e.ts},{e.type},{e.value}\n" for e in log_of([ACROSS] * 6))
+    )
     out = tmp_path / "result.json"
-    common = ["evaluate", "--events-file", str(events), "--items-file", str(items), "--k", "2",
-              "--reports-dir", str(tmp_path / "reports"), "--json", str(out)]
+    common = [
+        "evaluate",
+        "--events-file",
+        str(events),
+        "--items-file",
+        str(items),
+        "--k",
+        "2",
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--json",
+        str(out),
+    ]
     result = CliRunner().invoke(app, [*common, "--models", "hybrid,hybrid-finetuned", "--finetune-every", "6"])
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())

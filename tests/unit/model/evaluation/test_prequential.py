@@ -46,6 +46,7 @@ def two_taste_log(n_users: int = 12, passes: int = 1, seed: int = 0) -> list[Int
 
 # --- metrics --------------------------------------------------------------------------------------
 
+
 def test_list_metrics_on_a_hand_computed_list():
     ranked = ["a", "b", "c", "d"]
     assert hr_at_k(ranked, {"c"}, 3) == 1.0 and hr_at_k(ranked, {"d"}, 3) == 0.0
@@ -78,6 +79,7 @@ def test_coverage_and_intra_list_diversity():
 
 
 # --- the harness ----------------------------------------------------------------------------------
+
 
 class LastLearnedItem:
     """Cheats if it can: recommends the item of the last event it learned (shared between instances)."""

@@ -18,8 +18,12 @@ from stream.config import Settings
 from stream.learner.service import adapter_trainer
 from stream.model_store import ModelStore
 
-TEXTS = {"a": "Red running shoes. shoes", "b": "Blue trail shoes. shoes", "c": "Cast iron pan. kitchen",
-         "d": "Steel chef knife. kitchen"}
+TEXTS = {
+    "a": "Red running shoes. shoes",
+    "b": "Blue trail shoes. shoes",
+    "c": "Cast iron pan. kitchen",
+    "d": "Steel chef knife. kitchen",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +41,7 @@ def calls(monkeypatch) -> list[tuple[str, FinetuneSchedule]]:
         def run(adapter, examples, texts, catalogue, schedule, promote, **kwargs):
             seen.append((caller, schedule))
             return real(adapter, examples, texts, catalogue, schedule, promote, **kwargs)
+
         return run
 
     monkeypatch.setattr(replay_module, "guarded_cycle", spy("replay"))
@@ -47,13 +52,23 @@ def calls(monkeypatch) -> list[tuple[str, FinetuneSchedule]]:
 def test_the_live_defaults_are_the_schedule_chosen_by_measurement():
     settings = Settings()
     assert settings.finetune_schedule() == FinetuneSchedule()  # one set of defaults
-    assert (FinetuneSchedule().every_events, FinetuneSchedule().max_steps, FinetuneSchedule().batch_size,
-            FinetuneSchedule().lr) == (2_000, 100, 128, 3e-3)  # docs/BENCHMARKS.md section 4
+    assert (
+        FinetuneSchedule().every_events,
+        FinetuneSchedule().max_steps,
+        FinetuneSchedule().batch_size,
+        FinetuneSchedule().lr,
+    ) == (2_000, 100, 128, 3e-3)  # docs/BENCHMARKS.md section 4
 
 
 def test_replay_and_learner_run_the_same_cycle_with_the_same_schedule(monkeypatch, calls, encoder, tmp_path):
-    for name, value in {"FINETUNE_EVERY_EVENTS": "8", "FINETUNE_MIN_EXAMPLES": "4", "FINETUNE_MAX_STEPS": "2",
-                        "FINETUNE_BATCH_SIZE": "4", "FINETUNE_HOLDOUT": "0.25", "FINETUNE_LR": "0.01"}.items():
+    for name, value in {
+        "FINETUNE_EVERY_EVENTS": "8",
+        "FINETUNE_MIN_EXAMPLES": "4",
+        "FINETUNE_MAX_STEPS": "2",
+        "FINETUNE_BATCH_SIZE": "4",
+        "FINETUNE_HOLDOUT": "0.25",
+        "FINETUNE_LR": "0.01",
+    }.items():
         monkeypatch.setenv(f"STREAMREC_{name}", value)
     settings = Settings()
     schedule = settings.finetune_schedule()
@@ -66,8 +81,7 @@ def test_replay_and_learner_run_the_same_cycle_with_the_same_schedule(monkeypatc
         replay.learn_one(Interaction(f"u{n}", first, ts=2 * n, type="view"))
         replay.learn_one(Interaction(f"u{n}", then, ts=2 * n + 1, type="purchase"))
 
-    trainer = adapter_trainer(settings, ModelStore(str(tmp_path)), announce=lambda version: None,
-                              base_encoder=encoder)
+    trainer = adapter_trainer(settings, ModelStore(str(tmp_path)), announce=lambda version: None, base_encoder=encoder)
     outcome = trainer.run_cycle(list(replay.examples.buffer), TEXTS, "test")
 
     assert [caller for caller, _ in calls] == ["replay", "learner"]

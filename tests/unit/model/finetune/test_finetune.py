@@ -55,18 +55,20 @@ def test_lora_steps_lower_the_loss_on_the_batch(encoder, buffer):
     batch = list(buffer)
     with torch.no_grad():
         before = float(infonce_loss(adapted, batch, TEXTS.get))
-    report = micro_finetune(adapted, buffer, TEXTS.get, budget_s=60, batch_size=len(batch), lr=2e-3,
-                            max_steps=4, rng=0)
+    report = micro_finetune(adapted, buffer, TEXTS.get, budget_s=60, batch_size=len(batch), lr=2e-3, max_steps=4, rng=0)
     with torch.no_grad():
         after = float(infonce_loss(adapted, batch, TEXTS.get))
     assert report.steps == 4 and report.examples_seen == 4 * len(batch) and report.device == "cpu"
     assert after < before, (before, after)
 
 
-@pytest.mark.parametrize("lora, trainable", [
-    (LoraSettings(), 2 * 32 * 384),  # the default: rank 32 on the 384 x 384 projection
-    (LoraSettings(r=8, alpha=16, target_modules=("query", "value")), 6 * 2 * (8 * 384 + 384 * 8)),  # 6 layers
-])
+@pytest.mark.parametrize(
+    "lora, trainable",
+    [
+        (LoraSettings(), 2 * 32 * 384),  # the default: rank 32 on the 384 x 384 projection
+        (LoraSettings(r=8, alpha=16, target_modules=("query", "value")), 6 * 2 * (8 * 384 + 384 * 8)),  # 6 layers
+    ],
+)
 def test_only_lora_parameters_change(encoder, buffer, lora, trainable):
     adapted = AdaptedEncoder(encoder, lora)
     before = {n: p.detach().clone() for n, p in adapted.model.named_parameters()}
@@ -102,8 +104,9 @@ def test_user_side_is_the_workers_preference_vector(encoder):
             pv.learn_one(frozen[row[item]], weight, ts)
         np.testing.assert_allclose(got.numpy(), pv.direction(), atol=1e-5)
     # an untrained adapter (B = 0) embeds exactly like the base encoder
-    np.testing.assert_allclose(AdaptedEncoder(encoder).encode(list(TEXTS.values())),
-                               encoder.encode(list(TEXTS.values())), atol=1e-5)
+    np.testing.assert_allclose(
+        AdaptedEncoder(encoder).encode(list(TEXTS.values())), encoder.encode(list(TEXTS.values())), atol=1e-5
+    )
 
 
 def test_adapter_round_trip(encoder, buffer, tmp_path):
@@ -117,8 +120,9 @@ def test_adapter_round_trip(encoder, buffer, tmp_path):
     assert not np.allclose(adapted.encode(texts), encoder.encode(texts), atol=1e-6)  # training did something
     ids = list(TEXTS)
     holdout = list(buffer)
-    assert holdout_metrics(loaded.encode, holdout, ids, TEXTS.get) == holdout_metrics(adapted.encode, holdout,
-                                                                                      ids, TEXTS.get)
+    assert holdout_metrics(loaded.encode, holdout, ids, TEXTS.get) == holdout_metrics(
+        adapted.encode, holdout, ids, TEXTS.get
+    )
 
 
 def test_buffer_is_bounded_recency_weighted_and_holds_out_the_newest():
@@ -153,8 +157,17 @@ def test_residual_steps_lower_the_hybrid_loss(encoder):
     batch = list(buf)
     with torch.no_grad():
         before = float(residual_loss(adapted, batch, catalogue, TEXTS.get))
-    report = micro_finetune(adapted, buf, TEXTS.get, batch_size=len(batch), lr=1e-2, max_steps=4, rng=0,
-                            temperature=1.0, catalogue=catalogue)
+    report = micro_finetune(
+        adapted,
+        buf,
+        TEXTS.get,
+        batch_size=len(batch),
+        lr=1e-2,
+        max_steps=4,
+        rng=0,
+        temperature=1.0,
+        catalogue=catalogue,
+    )
     with torch.no_grad():
         after = float(residual_loss(adapted, batch, catalogue, TEXTS.get))
     assert report.steps == 4 and after < before, (before, after)
@@ -188,8 +201,9 @@ def test_an_adapter_for_another_layout_is_refused(encoder, tmp_path):
     load as a fresh adapter and silently embed like the base: refused instead."""
     from peft import get_peft_model
 
-    old_layout = get_peft_model(copy.deepcopy(encoder.model), LoraSettings(r=8, alpha=16,
-                                                                            target_modules=("query", "value")).to_peft())
+    old_layout = get_peft_model(
+        copy.deepcopy(encoder.model), LoraSettings(r=8, alpha=16, target_modules=("query", "value")).to_peft()
+    )
     old_layout.save_pretrained(str(tmp_path / "old"))
     with pytest.raises(ValueError, match="does not fit"):
         AdaptedEncoder.load_adapter(tmp_path / "old", encoder)

@@ -65,10 +65,13 @@ def test_commits_take_the_tracked_position_not_faust_acknowledgements():
     tracker = OffsetTracker()
     tracker.processed([(0, n) for n in range(0, 212)])
     tp = TP("events", 0)
-    consumer = SimpleNamespace(app=SimpleNamespace(streamrec_offsets=("events", tracker)),
-                               _committed_offset={tp: 100},
-                               _acked={tp: [150, 244, 245, 246]}, _acked_index={tp: {150, 244, 245, 246}},
-                               _gap={tp: "Faust counted 212-243 as acknowledged"})
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(streamrec_offsets=("events", tracker)),
+        _committed_offset={tp: 100},
+        _acked={tp: [150, 244, 245, 246]},
+        _acked_index={tp: {150, 244, 245, 246}},
+        _gap={tp: "Faust counted 212-243 as acknowledged"},
+    )
     # Faust would commit 247 (its "gap" 212-243 plus 244-246); 212-243 were never processed
     assert Consumer._filter_committable_offsets(consumer, [tp]) == {tp: 212}
     assert consumer._acked[tp] == [244, 245, 246] and tp not in consumer._gap  # bookkeeping stays bounded
@@ -86,7 +89,9 @@ def test_read_offsets_reads_exactly_the_missing_records(broker, settings):
             producer.send_raw(f"record {n}".encode(), key=b"one key")  # one key: one partition
         producer.flush()
     topic = topic_name(settings, "events")
-    found, complete = asyncio.run(read_offsets(settings.aiokafka_config(), topic, Gap(_partition_of(settings, topic), 3, 7)))
+    found, complete = asyncio.run(
+        read_offsets(settings.aiokafka_config(), topic, Gap(_partition_of(settings, topic), 3, 7))
+    )
     assert complete
     assert [(r.offset, r.value) for r in found] == [(n, f"record {n}".encode()) for n in range(3, 7)]
 
@@ -116,8 +121,13 @@ def test_a_group_resumes_at_its_committed_offset_or_else_at_the_first_offset(bro
 def _partition_of(settings, topic: str) -> int:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     try:
         return next(iter(consumer)).partition
     finally:

@@ -19,7 +19,9 @@ from stream.metrics import FINETUNE_CYCLES
 from stream.model_store import ModelStore, SnapshotError
 from tests.integration.test_worker import KITCHEN, SHOES
 
-CATALOGUE = {item: f"{title}. {'shoes' if item in SHOES else 'kitchen'}" for item, title in {**SHOES, **KITCHEN}.items()}
+CATALOGUE = {
+    item: f"{title}. {'shoes' if item in SHOES else 'kitchen'}" for item, title in {**SHOES, **KITCHEN}.items()
+}
 HOUR_MS = 3_600_000
 
 
@@ -29,8 +31,10 @@ def encoder() -> TextEncoder:
 
 
 def examples(pairs, n: int) -> list[TrainingExample]:
-    return [TrainingExample(((pairs[i % len(pairs)][0], 1.0, i * HOUR_MS),), pairs[i % len(pairs)][1],
-                            i * HOUR_MS + 1) for i in range(n)]
+    return [
+        TrainingExample(((pairs[i % len(pairs)][0], 1.0, i * HOUR_MS),), pairs[i % len(pairs)][1], i * HOUR_MS + 1)
+        for i in range(n)
+    ]
 
 
 def cycles(outcome: str) -> float:
@@ -45,8 +49,9 @@ def test_a_candidate_that_loses_on_the_holdout_is_not_promoted(encoder, tmp_path
     crossing = [("s1", "k4"), ("s2", "k1"), ("s3", "k5"), ("s4", "k2")]
     similar = [("s1", "s2"), ("s2", "s3"), ("s3", "s4")]
     schedule = FinetuneSchedule(budget_s=8, max_steps=None, batch_size=8, holdout=0.25, min_examples=8, lr=1e-2)
-    trainer = AdapterTrainer(store, announced.append, encoder, schedule, half_life_s=DEFAULT_HALF_LIFE_S,
-                             content_weight=0.3, seed=1)
+    trainer = AdapterTrainer(
+        store, announced.append, encoder, schedule, half_life_s=DEFAULT_HALF_LIFE_S, content_weight=0.3, seed=1
+    )
     before = cycles("rejected")
     outcome = trainer.run_cycle(examples(crossing, 30) + examples(similar, 10), CATALOGUE, "test")
     assert outcome.outcome == "rejected", outcome
@@ -60,8 +65,9 @@ def test_a_promoted_adapter_is_stored_with_its_figures_and_loads_in_a_worker(enc
     announced = []
     pairs = [("s1", "k4"), ("s2", "k1"), ("s3", "k5"), ("s4", "k2")]  # invisible to text similarity
     schedule = FinetuneSchedule(budget_s=10, max_steps=None, batch_size=8, holdout=0.25, min_examples=8)
-    trainer = AdapterTrainer(store, announced.append, encoder, schedule, half_life_s=DEFAULT_HALF_LIFE_S,
-                             content_weight=0.3, seed=1)
+    trainer = AdapterTrainer(
+        store, announced.append, encoder, schedule, half_life_s=DEFAULT_HALF_LIFE_S, content_weight=0.3, seed=1
+    )
     outcome = trainer.run_cycle(examples(pairs, 40), CATALOGUE, "test")
     assert outcome.outcome == "promoted", outcome
     assert outcome.candidate["ndcg"] > outcome.current["ndcg"]

@@ -18,7 +18,9 @@ def processor(**overrides) -> tuple[IngestProcessor, dict, list]:
     index = ItemIndex(dim=4)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(20, 4)).astype(np.float32)
-    index.upsert([ItemInfo(f"i{n}", f"Item {n}") for n in range(20)], vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    index.upsert(
+        [ItemInfo(f"i{n}", f"Item {n}") for n in range(20)], vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    )
     table: dict[bytes, bytes] = {}
     published: list = []
 
@@ -35,8 +37,10 @@ def records(events: list[dict]) -> list[SourceRecord]:
     return [SourceRecord(json.dumps(e).encode(), "events", 0, n) for n, e in enumerate(events)]
 
 
-EVENTS = [{"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 20}", "type": "click", "ts": 1000 * n}
-          for n in range(30)]
+EVENTS = [
+    {"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 20}", "type": "click", "ts": 1000 * n}
+    for n in range(30)
+]
 
 
 def test_replaying_the_same_events_changes_no_state_and_publishes_nothing():
@@ -58,8 +62,9 @@ def test_idle_users_expire_after_the_ttl_and_a_returning_user_starts_afresh():
     assert proc.expire_idle(now=t0 + 1) == 1
     assert sorted(table) == [b"u1", b"u2"]
     assert proc.expire_idle(now=t0 + 30) == 0
-    asyncio.run(proc.process(records([{"event_id": "back", "user_id": "u0", "item_id": "i1", "type": "view",
-                                       "ts": 99_000}])))
+    asyncio.run(
+        proc.process(records([{"event_id": "back", "user_id": "u0", "item_id": "i1", "type": "view", "ts": 99_000}]))
+    )
     assert len(UserState.from_bytes(table[b"u0"]).history) == 1
     assert proc.expire_idle(now=t0 + 10_000) == 3  # everyone idle past the TTL
 
@@ -74,8 +79,10 @@ def test_forget_user_erases_the_state_and_publishes_a_tombstone():
 def test_bytes_of_state_per_user():
     """Documents the size a user's state takes in the table (see docs/BENCHMARKS.md)."""
     proc, table, _ = processor()
-    many = [{"event_id": f"{n:032x}", "user_id": "heavy", "item_id": f"i{n % 20}", "type": "view", "ts": n}
-            for n in range(400)]  # 32-character event ids, as the SDK makes them
+    many = [
+        {"event_id": f"{n:032x}", "user_id": "heavy", "item_id": f"i{n % 20}", "type": "view", "ts": n}
+        for n in range(400)
+    ]  # 32-character event ids, as the SDK makes them
     asyncio.run(proc.process(records(many)))
     heavy = len(table[b"heavy"])
     state = UserState.from_bytes(table[b"heavy"])
@@ -94,13 +101,19 @@ def test_a_drift_detection_is_counted_and_signalled_to_the_learner():
 
     proc, _, _ = processor()
     proc.signal_drift = signal
-    proc.drift = DriftMonitor(centroid=CentroidShift(fast_half_life=5, slow_half_life=100, threshold=0.1, min_events=20))
+    proc.drift = DriftMonitor(
+        centroid=CentroidShift(fast_half_life=5, slow_half_life=100, threshold=0.1, min_events=20)
+    )
     before = DRIFT_DETECTED.labels("centroid_shift")._value.get()
     # Everyone looks at items i0..i4 for a while, then only at i10..i14: tastes moved.
-    old = [{"event_id": f"o{n}", "user_id": f"u{n % 7}", "item_id": f"i{n % 5}", "type": "view", "ts": n}
-           for n in range(60)]
-    new = [{"event_id": f"n{n}", "user_id": f"u{n % 7}", "item_id": f"i{10 + n % 5}", "type": "view", "ts": 100 + n}
-           for n in range(30)]
+    old = [
+        {"event_id": f"o{n}", "user_id": f"u{n % 7}", "item_id": f"i{n % 5}", "type": "view", "ts": n}
+        for n in range(60)
+    ]
+    new = [
+        {"event_id": f"n{n}", "user_id": f"u{n % 7}", "item_id": f"i{10 + n % 5}", "type": "view", "ts": 100 + n}
+        for n in range(30)
+    ]
     asyncio.run(proc.process(records(old)))
     assert signals == []
     asyncio.run(proc.process(records(new)))
