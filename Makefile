@@ -1,6 +1,7 @@
 # streamrec: every target does its own set-up on a fresh machine.
 #   make demo   end-to-end demo on the embedded broker (DEMO_ARGS="--events 5000 --rate 1000")
 #   make test   the test suite (unit + integration on a real broker on loopback)
+#   make lint   ruff (lint + format check) and mypy
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ export STREAMREC_CACHE_DIR ?= $(CURDIR)/.cache
 DATA   := $(STREAMREC_CACHE_DIR)/recbole-1.2.1-py3-none-any.whl
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data smollm2 demo test bench clean
+.PHONY: install data smollm2 demo test lint bench clean
 
 install: $(STAMP)
 
@@ -53,6 +54,11 @@ demo: $(STAMP) $(DATA)
 
 test: $(STAMP) $(DATA)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP) $(DATA)
 	$(BIN)/python benchmarks/replay.py
