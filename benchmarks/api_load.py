@@ -29,12 +29,13 @@ import time
 from pathlib import Path
 
 import httpx
-from common import describe, proc_status_mb
 from kafka import KafkaProducer
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
 from stream.kafka.topics import create_topics
+
+from common import describe, proc_status_mb
 
 KEY = "bench-read-key"
 WRK_SCRIPT = """
@@ -163,7 +164,7 @@ def main() -> None:
 
         port = free_port()
         env = {**os.environ, "STREAMREC_TOPIC_PREFIX": settings.topic_prefix, "STREAMREC_API_READ_KEYS": KEY}
-        log = open(workdir / "api.log", "wb")
+        log = open(workdir / "api.log", "wb")  # noqa: SIM115 - the API child process writes to it for the whole run
         api = subprocess.Popen(
             [
                 sys.executable,

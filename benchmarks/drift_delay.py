@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import describe  # benchmarks/common.py
 from river import drift
 
 from model.drift import CentroidShift, HitRateDrift, ScoreDrift, list_score
 from model.evaluation.online_hybrid import OnlineHybrid
 from model.evaluation.synthetic import ShoppingWorkload, served_replay, shopping_workload
+
+from common import describe  # benchmarks/common.py
 
 
 @dataclass

@@ -15,13 +15,14 @@ import argparse
 import datetime as dt
 import time
 
-from common import describe  # benchmarks/common.py
 from rich.console import Console
 
 from model.evaluation.finetuned_hybrid import FinetunedHybrid
 from model.evaluation.prequential import prequential
 from serving.evaluate import embed_catalogue, load_log, model_factories
 from stream.config import Settings
+
+from common import describe  # benchmarks/common.py
 
 
 def main() -> None:

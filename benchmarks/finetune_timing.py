@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import describe  # benchmarks/common.py
 
 from model.embedding.encoder import TextEncoder
 from model.embedding.item_index import ItemIndex, ItemInfo
@@ -37,6 +36,8 @@ from model.finetune.examples import TrainingBuffer, TrainingExample
 from model.finetune.guard import holdout_metrics
 from model.finetune.training import micro_finetune
 from model.scoring.hybrid import HybridWeights
+
+from common import describe  # benchmarks/common.py
 
 
 def movielens_examples(n: int, encoder: TextEncoder, text_of: dict[str, str]) -> list[TrainingExample]:

@@ -44,7 +44,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from common import describe, dir_mb, load_average, mem_available_mb, proc_status_mb, product_item
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -59,6 +58,8 @@ from stream.metrics import metric_sum, scrape
 from stream.process import StreamProcess
 from stream.schemas import Event
 from stream.worker.ingest import IngestProcessor, SourceRecord
+
+from common import describe, dir_mb, load_average, mem_available_mb, proc_status_mb, product_item
 
 DIM = 384  # all-MiniLM-L6-v2, the worker's default encoder
 N_ITEMS = 200

@@ -47,7 +47,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from common import cpu_seconds, describe, load_average, product_item
 from rich.console import Console
 
 from model.embedding.item_index import ItemIndex
@@ -59,6 +58,8 @@ from stream.kafka.follow import consumer_from_start
 from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum, scrape
 from stream.process import StreamProcess
+
+from common import cpu_seconds, describe, load_average, product_item
 
 N_ITEMS = 200
 

@@ -19,10 +19,11 @@ import os
 import statistics
 from pathlib import Path
 
-from common import describe  # benchmarks/common.py
 from rich.console import Console
 
 from serving.demo import run_demo
+
+from common import describe  # benchmarks/common.py
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     console = Console()
-    quiet = Console(file=open(os.devnull, "w"))
+    quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - the quiet console is used for the whole run
     full = run_demo(events=args.events, with_api=False, console=console)
     paced: dict[str, list[dict]] = {"hybrid+learner": [], "content-only": []}
     for _ in range(args.repeats):

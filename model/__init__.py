@@ -12,4 +12,4 @@ torch, each tested without a broker. Grouped by concept:
 - :mod:`model.drift`: drift detectors (river) on the online hit rate and score statistics.
 """
 
-__all__ = ["embedding", "user", "scoring", "finetune", "evaluation", "drift", "wheel_cache"]
+__all__ = ["drift", "embedding", "evaluation", "finetune", "scoring", "user", "wheel_cache"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ app.add_typer(model_app, name="model")
 console = Console()
 
 BootstrapOpt = Annotated[
-    Optional[str], typer.Option(help="Kafka bootstrap servers (default: $STREAMREC_BOOTSTRAP or 127.0.0.1:9092)")
+    str | None, typer.Option(help="Kafka bootstrap servers (default: $STREAMREC_BOOTSTRAP or 127.0.0.1:9092)")
 ]
 
 
@@ -67,8 +67,8 @@ def broker(
 @topics_app.command("create")
 def topics_create(
     bootstrap: BootstrapOpt = None,
-    partitions: Annotated[Optional[int], typer.Option(help="partitions of the keyed topics (default 4)")] = None,
-    prefix: Annotated[Optional[str], typer.Option(help="topic name prefix (default 'streamrec.')")] = None,
+    partitions: Annotated[int | None, typer.Option(help="partitions of the keyed topics (default 4)")] = None,
+    prefix: Annotated[str | None, typer.Option(help="topic name prefix (default 'streamrec.')")] = None,
 ) -> None:
     """Create every topic of the contract (explicit partitions, compaction where the contract says)."""
     from stream.kafka.topics import create_topics
@@ -84,7 +84,7 @@ def topics_create(
 def worker(
     bootstrap: BootstrapOpt = None,
     metrics_port: Annotated[
-        Optional[int], typer.Option(help="Prometheus port on 127.0.0.1 (default 9108, 0: off)")
+        int | None, typer.Option(help="Prometheus port on 127.0.0.1 (default 9108, 0: off)")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
@@ -97,15 +97,15 @@ def worker(
 @app.command()
 def learner(
     bootstrap: BootstrapOpt = None,
-    model_store: Annotated[Optional[str], typer.Option(help="directory or fsspec URI of the model store")] = None,
+    model_store: Annotated[str | None, typer.Option(help="directory or fsspec URI of the model store")] = None,
     finetune: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(
             help="micro-fine-tune the encoder's LoRA adapter (default: on; cuda when present). Cycle size, "
             "period and time box: STREAMREC_FINETUNE_EVERY_EVENTS / _EVERY_S / _BUDGET_S"
         ),
     ] = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (default 9109, 0: off)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (default 9109, 0: off)")] = None,
 ) -> None:
     """Run the learner: global CF + trending from every event, and guarded fine-tune cycles of the
     item encoder's adapter; both shipped to the workers as versioned, checksummed model versions."""
@@ -118,7 +118,7 @@ def learner(
 
 
 StoreOpt = Annotated[
-    Optional[str], typer.Option(help="model store (default: $STREAMREC_MODEL_STORE or .streamrec/models)")
+    str | None, typer.Option(help="model store (default: $STREAMREC_MODEL_STORE or .streamrec/models)")
 ]
 
 
@@ -198,11 +198,9 @@ def model_rollback(version: str, bootstrap: BootstrapOpt = None, model_store: St
 
 @app.command()
 def demo(
-    events: Annotated[
-        Optional[int], typer.Option(help="replay only the first N ratings (default: all 100,000)")
-    ] = None,
-    rate: Annotated[Optional[float], typer.Option(help="pace the replay at R events/s (default: full speed)")] = None,
-    json_summary: Annotated[Optional[Path], typer.Option(help="also write the summary as JSON here")] = None,
+    events: Annotated[int | None, typer.Option(help="replay only the first N ratings (default: all 100,000)")] = None,
+    rate: Annotated[float | None, typer.Option(help="pace the replay at R events/s (default: full speed)")] = None,
+    json_summary: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
     broker_kind: Annotated[str, typer.Option("--broker", help="embedded broker: noida or tansu")] = "noida",
     k: Annotated[int, typer.Option(help="length of each recommendation list")] = 10,
     learner: Annotated[bool, typer.Option(help="also run the learner (CF + trending); off: content-only lists")] = True,
@@ -240,15 +238,15 @@ def demo(
 
 @app.command()
 def evaluate(
-    dataset: Annotated[Optional[str], typer.Option(help="built-in dataset: movielens-100k")] = "movielens-100k",
+    dataset: Annotated[str | None, typer.Option(help="built-in dataset: movielens-100k")] = "movielens-100k",
     events_file: Annotated[
-        Optional[Path], typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")
+        Path | None, typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")
     ] = None,
     items_file: Annotated[
-        Optional[Path], typer.Option(help="CSV or Parquet with item_id, title [, description, category]")
+        Path | None, typer.Option(help="CSV or Parquet with item_id, title [, description, category]")
     ] = None,
     models: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="comma-separated subset (default: all baselines and hybrids "
             "but hybrid-finetuned, which runs only when named: its LoRA "
@@ -258,23 +256,23 @@ def evaluate(
     k: Annotated[int, typer.Option(help="list length K of the metrics")] = 10,
     eval_every: Annotated[int, typer.Option(help="score every Nth event (every event is still learned)")] = 1,
     windows: Annotated[int, typer.Option(help="time windows of the per-window metrics")] = 10,
-    limit: Annotated[Optional[int], typer.Option(help="replay only the first N events")] = None,
-    json: Annotated[Optional[Path], typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+    json: Annotated[Path | None, typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
     reports_dir: Annotated[Path, typer.Option(help="markdown table and HR@K plot go here")] = Path("reports"),
     encoder: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="item encoder: minilm, smollm2 or a local Hugging Face model directory (default: $STREAMREC_ENCODER_DIR or minilm)"
         ),
     ] = None,
     finetune_every: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             help="hybrid-finetuned: a fine-tune cycle after every N events (default: $STREAMREC_FINETUNE_EVERY_EVENTS or 2000, as the learner)"
         ),
     ] = None,
     finetune_budget_s: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             help="hybrid-finetuned: time box of a cycle's training, seconds (default: $STREAMREC_FINETUNE_BUDGET_S or 60, as the learner)"
         ),
@@ -286,7 +284,7 @@ def evaluate(
     from serving.evaluate import run_evaluation
 
     try:
-        overrides = {"every_events": finetune_every, "budget_s": finetune_budget_s}
+        overrides: dict[str, Any] = {"every_events": finetune_every, "budget_s": finetune_budget_s}
         schedule = replace(Settings().finetune_schedule(), **{key: v for key, v in overrides.items() if v is not None})
         run_evaluation(
             None if events_file else dataset,
@@ -312,9 +310,9 @@ def evaluate(
 def api(
     bootstrap: BootstrapOpt = None,
     host: Annotated[
-        Optional[str], typer.Option(help="address to listen on (default: $STREAMREC_API_HOST or 127.0.0.1)")
+        str | None, typer.Option(help="address to listen on (default: $STREAMREC_API_HOST or 127.0.0.1)")
     ] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (default: $STREAMREC_API_PORT or 8000)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: $STREAMREC_API_PORT or 8000)")] = None,
     allow_anonymous: Annotated[
         bool, typer.Option("--allow-anonymous", help="serve without API keys: local development only")
     ] = False,
@@ -344,9 +342,10 @@ def api(
     from serving.api import ApiSettings, serve
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s api: %(message)s")
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     try:
-        api_settings = ApiSettings(**overrides, **({"allow_anonymous": True} if allow_anonymous else {}))
+        anonymous: dict[str, Any] = {"allow_anonymous": True} if allow_anonymous else {}
+        api_settings = ApiSettings(**overrides, **anonymous)
         serve(_settings(bootstrap), api_settings, log_level=loglevel)
     except (ValueError, ValidationError) as err:  # inputs are hidden: keys never reach the terminal
         console.print(f"[red]error:[/] {err}")

@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from collections import defaultdict, deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.columns import Columns
@@ -202,12 +203,14 @@ def run_demo(
         )
         worker = StreamProcess(settings, work_dir / "worker.log")
         worker.start()
+        assert worker.process is not None  # start() sets it
         console.print(f"[green]worker[/] pid {worker.process.pid}, log {work_dir / 'worker.log'}")
         ports = {"streamrec-worker": settings.metrics_port}
 
         if with_learner:
             learner = StreamProcess(settings, work_dir / "learner.log", module="stream.learner")
             learner.start()
+            assert learner.process is not None  # start() sets it
             ports["streamrec-learner"] = settings.learner_metrics_port
             console.print(
                 f"[green]learner[/] pid {learner.process.pid} (CF + trending, snapshots in "
@@ -219,6 +222,7 @@ def run_demo(
             read_key = secrets.token_urlsafe(16)
             api, ports["streamrec-api"] = start_api(settings, read_key, work_dir / "api.log")
             api_url = f"http://127.0.0.1:{ports['streamrec-api']}"
+            assert api.process is not None  # start_api starts it
             console.print(
                 f"[green]API[/] pid {api.process.pid} on {api_url} (docs {api_url}/docs), read key "
                 f"[bold]{read_key}[/] (this run only), log {work_dir / 'api.log'}\n"
@@ -293,7 +297,7 @@ def run_demo(
         hits = metric_sum(samples, "streamrec_online_hit_checks_total", hit="true")
         checks = metric_sum(samples, "streamrec_online_hit_checks_total")
         processed = metric_sum(samples, "streamrec_events_total", outcome="processed")
-        summary = {
+        summary: dict[str, Any] = {
             "dataset": "movielens-100k",
             "broker": broker_kind,
             "rate_limit": rate,
@@ -321,6 +325,7 @@ def run_demo(
         }
         side = []
         if api:  # the user of the last rating: their list reflects the very end of the replay
+            assert api_url is not None and read_key is not None  # set with the API
             user = ratings[-1].user_id
             check = read_through_api(api_url, read_key, user, tally.last_list.get(user))
             summary["api_check"] = {key: value for key, value in check.items() if key != "answer"}

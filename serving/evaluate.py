@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from rich.console import Console
@@ -201,7 +202,10 @@ def run_evaluation(
             eval_every=eval_every,
             windows=windows,
             progress=lambda n, scored: progress.update(task, completed=n),
-            item_vectors=None if index is None else {i.item_id: index.vector_of(i.item_id) for i in index.infos},
+            # every item of the index has a vector
+            item_vectors=None
+            if index is None
+            else {i.item_id: cast(np.ndarray, index.vector_of(i.item_id)) for i in index.infos},
         )
     cycles = {m.name: m.cycles for m in built if isinstance(m, FinetunedHybrid)}
     write_reports(result, reports_dir, json_path, dataset or str(events_file), console, cycles)
@@ -283,16 +287,17 @@ def plot_hr_over_time(result: PrequentialResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    mid = [datetime.fromtimestamp((w.first_ts + w.last_ts) / 2000, tz=timezone.utc) for w in result.windows]
+    mid = [datetime.fromtimestamp((w.first_ts + w.last_ts) / 2000, tz=UTC) for w in result.windows]
     for name in result.model_names:
         hr = [w.metrics[name]["hr"] for w in result.windows]
-        ax.plot(mid, hr, marker="o", linewidth=2.2 if "hybrid" in name else 1.2, label=name)
+        # matplotlib's stubs leave out datetime x values (unit-converted) and None (a gap in the line)
+        ax.plot(mid, hr, marker="o", linewidth=2.2 if "hybrid" in name else 1.2, label=name)  # type: ignore[arg-type]
     ax.set_title(f"Prequential HR@{result.k} per time window")
     ax.set_ylabel(f"HR@{result.k}")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))

@@ -12,14 +12,14 @@ Imports model/, never serving/.
 """
 
 __all__ = [
+    "broker",
     "config",
-    "schemas",
+    "kafka",
+    "learner",
     "metrics",
     "model_store",
     "model_updates",
-    "broker",
     "process",
+    "schemas",
     "worker",
-    "learner",
-    "kafka",
 ]

@@ -119,7 +119,7 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = broker_command(self.kind, self.host, self.port, self.data_dir.resolve())
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the broker child process writes to it after start() returns
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )

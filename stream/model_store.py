@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 import fsspec
@@ -104,7 +105,7 @@ class ModelStore:
             out[name] = data
         return out
 
-    def prune(self, keep: int, protect: set[str] = frozenset()) -> list[str]:
+    def prune(self, keep: int, protect: Collection[str] = frozenset()) -> list[str]:
         """Delete all but the newest ``keep`` versions of each kind (global snapshots, adapters),
         sparing those in ``protect``; returns the deleted ones."""
         by_kind: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import cast
 
 from stream.config import Settings
 from stream.metrics import Samples, metric_sum, scrape
@@ -48,6 +49,8 @@ class ChildProcess:
 
     def peak_rss_mb(self) -> float | None:
         """The process's peak resident memory (VmHWM), None once it is gone."""
+        if self.process is None:  # never started
+            return None
         try:
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -61,7 +64,10 @@ class ChildProcess:
         deadline = time.monotonic() + timeout_s
         while True:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+                # the process was started (None would fail here as before: AttributeError)
+                raise RuntimeError(
+                    f"{self.name} exited with {cast(subprocess.Popen, self.process).returncode}; see {self.log_path}"
+                )
             try:
                 if http_get(url, timeout_s=2)[0] == 200:
                     return
@@ -74,12 +80,14 @@ class ChildProcess:
     def kill(self) -> None:
         """SIGKILL: a crash, no clean shutdown."""
         if self.alive():
+            assert self.process is not None  # alive() implies started
             self.process.kill()
             self.process.wait()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if not self.alive():
             return
+        assert self.process is not None  # alive() implies started
         self.process.terminate()
         try:
             self.process.wait(timeout_s)
@@ -109,7 +117,10 @@ class StreamProcess(ChildProcess):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
+                # the process was started (None would fail here as before: AttributeError)
+                raise RuntimeError(
+                    f"worker exited with {cast(subprocess.Popen, self.process).returncode}; see {self.log_path}"
+                )
             try:
                 if metric_sum(scrape(self.metrics_port), "streamrec_items_indexed") >= items:
                     return

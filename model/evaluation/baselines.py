@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -254,6 +254,8 @@ class RiverMF:
         self.n_negatives = n_negatives
         self._rng = random.Random(seed)
         initializer = optim.initializers.Normal(mu=0.0, sigma=0.1, seed=seed)
+        # FunkMF or BiasedMF: the bias attributes are read only when flavour == "biased"
+        self.river_model: Any
         if flavour == "funk":
             self.river_model = reco.FunkMF(
                 n_factors=n_factors, optimizer=optim.SGD(learning_rate), initializer=initializer, seed=seed
@@ -368,14 +370,14 @@ class PeriodicALS:
         self.algorithm = algorithm
         self.retrain_every = retrain_every
         self.fold_in_users = fold_in_users
-        self.params = dict(
-            factors=factors,
-            iterations=iterations,
-            regularization=regularization,
-            alpha=alpha,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
+        self.params = {
+            "factors": factors,
+            "iterations": iterations,
+            "regularization": regularization,
+            "alpha": alpha,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         self.items = _ItemRows()
         self.popularity = Popularity()
         self._user_row: dict[str, int] = {}

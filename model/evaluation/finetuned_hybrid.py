@@ -3,7 +3,7 @@ stream: micro-fine-tune cycles happen between events, as the learner runs them l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ class FinetunedHybrid:
         if self._events % self.schedule.every_events == 0:
             self.run_cycle()
 
-    def recommend(self, user_id: str, k: int, exclude: set[str] = frozenset()) -> list[str]:
+    def recommend(self, user_id: str, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
         return self.hybrid.recommend(user_id, k, exclude)
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:

@@ -3,7 +3,7 @@ global CF and trending models (as the learner keeps them), behind the Recommende
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class OnlineHybrid:
             self.cf.learn_one(event.user_id, row, event.ts)
             self.trending.learn_one(row, event.ts)
 
-    def recommend(self, user_id: str, k: int, exclude: set[str] = frozenset()) -> list[str]:
+    def recommend(self, user_id: str, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
         [scored] = self.scorer.recommend([self._state(user_id)], k, [set(exclude)])
         return [s.item_id for s in scored]
 

@@ -321,7 +321,7 @@ def prequential(
             )
         )
     cold_rows = [r for r, cold in enumerate(cold_flags) if cold]
-    cold = ColdStart(
+    cold_start = ColdStart(
         new_item_after=new_item_after,
         max_prior=cold_max_prior,
         n_scored=len(cold_rows),
@@ -353,7 +353,7 @@ def prequential(
         wall_s=time.perf_counter() - started,
         metrics=metrics,
         windows=window_list,
-        cold_start=cold,
+        cold_start=cold_start,
         timings=timings,
         model_names=names,
         paired=paired,

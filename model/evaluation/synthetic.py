@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -175,7 +176,9 @@ def served_replay(
         served = last.get(event.user_id)
         if model is None:
             state = states.setdefault(event.user_id, UserState.new(index.dim, half_life_s))
-            state.learn(f"#{i}", event.item_id, event.type, event.value, event.ts, index.vector_of(event.item_id))
+            # the workload's events are on items of its catalogue, all in the index (also below)
+            vector = cast(np.ndarray, index.vector_of(event.item_id))
+            state.learn(f"#{i}", event.item_id, event.type, event.value, event.ts, vector)
             ids, scores = _top_by_cosine(index, state, k)
         else:
             model.learn_one(event)
@@ -183,14 +186,17 @@ def served_replay(
             ids, scores = [s.item_id for s in scored], np.array([s.score for s in scored], dtype=np.float32)
         last[event.user_id] = set(ids)
         yield ServedEvent(
-            i, None if served is None else event.item_id in served, scores, index.vector_of(event.item_id)
+            i,
+            None if served is None else event.item_id in served,
+            scores,
+            cast(np.ndarray, index.vector_of(event.item_id)),
         )
 
 
 def _top_by_cosine(index: ItemIndex, state: UserState, k: int) -> tuple[list[str], np.ndarray]:
     scores = index.vectors @ state.preference.direction()
     excluded = ~index.available
-    excluded[[index.row_of(i) for i in state.consumed]] = True
+    excluded[cast(list[int], [index.row_of(i) for i in state.consumed])] = True  # consumed items are indexed
     rows = top_k(scores, k, excluded)
     return [index.infos[r].item_id for r in rows], scores[rows]
 

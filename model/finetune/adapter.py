@@ -15,10 +15,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from model.embedding.encoder import TextEncoder, mean_pool
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
 
 #: The module a default adapter bends: a d x d projection after the transformer (see
 #: :class:`EncoderWithProjection`).
@@ -126,13 +131,14 @@ class AdaptedEncoder:
                     f"the adapter in {adapter_dir} does not fit {encoder.name} as wrapped here "
                     f"(written for another base or layout): {missing[0][:300]}"
                 )
-            cfg = self.model.peft_config["default"]
-            self.lora = LoraSettings(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(sorted(cfg.target_modules)))
+            cfg = cast("LoraConfig", self.model.peft_config["default"])  # the config of a LoRA adapter
+            modules = cast("set[str]", cfg.target_modules)  # our adapters name their modules: peft keeps a set
+            self.lora = LoraSettings(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(sorted(modules)))
         else:
             self.lora = lora or LoraSettings()
             self.model = get_peft_model(base, self.lora.to_peft())
         self.model.to(self.device).eval()
-        self._pooled: dict[str, object] = {}  # text -> the frozen transformer's pooled output
+        self._pooled: dict[str, torch.Tensor] = {}  # text -> the frozen transformer's pooled output
 
     @classmethod
     def load_adapter(
@@ -173,7 +179,8 @@ class AdaptedEncoder:
 
         if self.lora.projection_only:
             pooled = self._base_pooled(texts)
-            return torch.nn.functional.normalize(self.model.get_base_model().projection(pooled), p=2, dim=1)
+            base: Any = self.model.get_base_model()  # EncoderWithProjection, a class local to _encoder_with_projection
+            return torch.nn.functional.normalize(base.projection(pooled), p=2, dim=1)
         tokens = self._tokens(texts)
         autocast = (
             torch.autocast(device_type="cuda", dtype=autocast_dtype)
@@ -190,7 +197,7 @@ class AdaptedEncoder:
         import torch
 
         missing = list(dict.fromkeys(t for t in texts if t not in self._pooled))
-        transformer = self.model.get_base_model().transformer
+        transformer = cast("torch.nn.Module", self.model.get_base_model().transformer)
         was_training = transformer.training
         transformer.eval()  # no dropout: the cache is the frozen encoder's embedding
         try:
@@ -200,7 +207,7 @@ class AdaptedEncoder:
                     tokens = self._tokens(batch)
                     with _attention_without_cudnn(self.device):
                         hidden = transformer(**tokens).last_hidden_state
-                    for text, vector in zip(batch, mean_pool(hidden.float(), tokens["attention_mask"])):
+                    for text, vector in zip(batch, mean_pool(hidden.float(), tokens["attention_mask"]), strict=True):
                         self._pooled[text] = vector
         finally:
             transformer.train(was_training)

@@ -133,6 +133,7 @@ def priors_matrix(examples: Sequence[TrainingExample], catalogue: Sequence[str])
             continue
         key = id(ex.prior_items)
         if key not in columns:
+            assert ex.prior_items is not None  # a prior comes with the items it is over
             where = {item: j for j, item in enumerate(ex.prior_items)}
             positions = np.array([where.get(item, -1) for item in catalogue], dtype=np.int64)
             columns[key] = (positions, positions >= 0)

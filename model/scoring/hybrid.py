@@ -123,7 +123,10 @@ class HybridScorer:
             contributions = {name: part[row if len(part) > 1 else 0] for name, part in parts.items()}
             reasons = self._explain(state, pool, contributions, cf_history[row] if cf_history else [])
             lists.append(
-                [Scored(self.index.infos[r].item_id, float(total[row, r]), why) for r, why in zip(pool, reasons)]
+                [
+                    Scored(self.index.infos[r].item_id, float(total[row, r]), why)
+                    for r, why in zip(pool, reasons, strict=True)
+                ]
             )
         return lists
 
@@ -173,7 +176,10 @@ class HybridScorer:
         )[:20]
         content_sims = self.index.vectors[liked] @ self.index.vectors[pool].T if liked else None
         cf_rows = list(dict.fromkeys(reversed(cf_history)))[: self.cf.history] if self.cf and cf_history else []
-        cf_sims = self.cf.similarity_rows(cf_rows, len(self.index))[:, pool] if cf_rows else None
+        # cf_rows is non-empty only with a CF model
+        cf_sims = (
+            self.cf.similarity_rows(cf_rows, len(self.index))[:, pool] if cf_rows and self.cf is not None else None
+        )
         out = []
         for j, row in enumerate(pool):
             ranked = sorted(contributions, key=lambda name: -contributions[name][row])
@@ -202,7 +208,7 @@ class HybridScorer:
             rows = np.concatenate([cached[1], self._rows(consumed[cached[0][0] :])])
         else:
             rows = self._rows(consumed)
-        state._consumed_rows = (key, rows)
+        state._consumed_rows = (key, rows)  # type: ignore[attr-defined]  # a cache on the state, not a field of it
         return rows
 
     def _rows(self, item_ids: list[str]) -> np.ndarray:

@@ -42,7 +42,7 @@ class GlobalSnapshot:
 
     @classmethod
     def capture(
-        cls, item_ids: list[str], cf: ItemCooccurrence, trending: TrendingPopularity, min_count: int = 1
+        cls, item_ids: list[str], cf: ItemCooccurrence, trending: TrendingPopularity, min_count: float = 1
     ) -> GlobalSnapshot:
         n = len(item_ids)
         c, counts = cf.current(n)
@@ -50,6 +50,7 @@ class GlobalSnapshot:
         return cls(list(item_ids), c[np.ix_(frequent, frequent)], counts, trending.scores(n), frequent)
 
     def to_bytes(self) -> bytes:
+        assert self.cf_rows is not None  # __post_init__ fills it
         buf = io.BytesIO()
         np.savez_compressed(
             buf,
@@ -75,6 +76,7 @@ class GlobalSnapshot:
         known = src >= 0
         n = len(target_ids)
         c = np.zeros((n, n), dtype=np.float32)
+        assert self.cf_rows is not None  # __post_init__ fills it
         in_cf = np.full(len(self.item_ids) + 1, -1, dtype=np.int64)  # item position -> row of C (-1: none)
         in_cf[self.cf_rows] = np.arange(len(self.cf_rows))
         cf_src = in_cf[src]  # src -1 reads the last slot, which stays -1

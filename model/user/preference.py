@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class PreferenceVector:
 
     dim: int
     half_life_s: float = DEFAULT_HALF_LIFE_S
-    vector: np.ndarray = field(default=None)  # type: ignore[assignment]
+    vector: np.ndarray = field(default=cast(np.ndarray, None))  # None: zeros, set in __post_init__
     last_ts: int | None = None
 
     def __post_init__(self) -> None:

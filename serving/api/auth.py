@@ -24,7 +24,7 @@ class KeyRing:
         }
 
     @classmethod
-    def of(cls, api: ApiSettings) -> "KeyRing":
+    def of(cls, api: ApiSettings) -> KeyRing:
         return cls(api.read_keys.get_secret_value(), api.write_keys.get_secret_value())
 
     def __bool__(self) -> bool:

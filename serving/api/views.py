@@ -105,7 +105,7 @@ class TrendingRanking:
     scores: list[float]
 
     @classmethod
-    def of(cls, version: str, snapshot: GlobalSnapshot) -> "TrendingRanking":
+    def of(cls, version: str, snapshot: GlobalSnapshot) -> TrendingRanking:
         order = np.argsort(-snapshot.trending, kind="stable")
         order = order[snapshot.trending[order] > 0]
         return cls(version, [snapshot.item_ids[i] for i in order], snapshot.trending[order].tolist())
@@ -113,7 +113,7 @@ class TrendingRanking:
     def top(self, k: int, servable: dict[str, str | None]) -> list[RecommendedItem]:
         """The ``k`` most trending items that are in ``servable`` (item_id -> category)."""
         out = []
-        for item_id, score in zip(self.item_ids, self.scores):
+        for item_id, score in zip(self.item_ids, self.scores, strict=True):
             if item_id in servable:
                 category = servable[item_id]
                 out.append(

@@ -14,10 +14,11 @@ class EventIn(Event):
     """An event as sent over HTTP: the ``events`` schema, where ``event_id`` and ``ts`` may be
     left out. Set ``event_id`` to retry safely: workers apply an event_id once."""
 
-    event_id: str | None = Field(
+    # optional here, required in Event: complete() fills them in (a deliberate override)
+    event_id: str | None = Field(  # type: ignore[assignment]
         None, min_length=1, max_length=256, description="unique id; default: a random one (then a retry counts twice)"
     )
-    ts: int | None = Field(
+    ts: int | None = Field(  # type: ignore[assignment]
         None, ge=0, le=10**14, strict=True, description="event time, ms since epoch; default: arrival"
     )
 

@@ -65,6 +65,7 @@ class KafkaConnection(BaseSettings):
         if context is not None:
             config["ssl_context"] = context
         if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_password is not None  # _sasl_needs_credentials: SASL_* has a password
             config.update(
                 sasl_mechanism=self.sasl_mechanism,
                 sasl_plain_username=self.sasl_username,
@@ -89,6 +90,7 @@ class KafkaConnection(BaseSettings):
                 ssl_password=self.ssl_keyfile_password.get_secret_value() if self.ssl_keyfile_password else None,
             )
         if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_password is not None  # _sasl_needs_credentials: SASL_* has a password
             config.update(
                 sasl_mechanism=self.sasl_mechanism,
                 sasl_plain_username=self.sasl_username,

@@ -51,7 +51,9 @@ class TopicFollower:
     @property
     def broker_reachable(self) -> bool:
         """The broker answered within the last three probes (needs ``probe_interval_s``)."""
-        return bool(self.probe_interval_s) and time.monotonic() - self.broker_seen_at < 3 * self.probe_interval_s
+        if not self.probe_interval_s:
+            return False
+        return time.monotonic() - self.broker_seen_at < 3 * self.probe_interval_s
 
     async def run(self) -> None:
         while True:
@@ -115,6 +117,7 @@ class TopicFollower:
             waited += 0.5
 
     async def _check_caught_up(self, consumer, tps) -> None:
+        assert self.end_offsets is not None  # _follow reads them before the first check
         for topic in sorted(self.pending_topics):
             mine = [tp for tp in tps if tp.topic == topic]
             if all([await consumer.position(tp) >= self.end_offsets[tp] for tp in mine]):
@@ -123,11 +126,12 @@ class TopicFollower:
 
     async def _probe(self, consumer, tps) -> None:
         while True:
+            assert self.probe_interval_s is not None  # _follow starts the probe only with an interval
             await asyncio.sleep(self.probe_interval_s)
             try:
                 await asyncio.wait_for(consumer.end_offsets(tps), timeout=self.probe_interval_s)
                 self.broker_seen_at = time.monotonic()
-            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable now"
+            except Exception as exc:  # any failure means "not reachable now"
                 log.warning("broker probe failed: %s", type(exc).__name__)
 
 

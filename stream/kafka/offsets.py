@@ -92,6 +92,7 @@ class OffsetTracker:
                         position,
                     )
                     break
+            assert position is not None  # each partition of _by_partition has at least one offset
             self.next_offset[partition] = position
 
     def unknown(self, partitions: Iterable[int]) -> set[int]:
@@ -147,7 +148,7 @@ async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: 
     tp = TopicPartition(topic, gap.partition)
     consumer = AIOKafkaConsumer(**client_config, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
-    records = []
+    records: list = []
     try:
         consumer.assign([tp])
         consumer.seek(tp, gap.start)
@@ -229,5 +230,6 @@ def install_contiguous_commits() -> None:
             self._gap.pop(tp, None)
         return offsets
 
-    Consumer._filter_committable_offsets = filter_committable_offsets
+    # monkey-patching faust's consumer on purpose (see the docstring)
+    Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
     _installed.append(True)

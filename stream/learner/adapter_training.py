@@ -39,7 +39,7 @@ def embeddings_to_bytes(item_ids: Sequence[str], vectors: np.ndarray) -> bytes:
 
 def embeddings_from_bytes(data: bytes) -> dict[str, np.ndarray]:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {str(i): v for i, v in zip(z["item_ids"], z["vectors"])}
+        return {str(i): v for i, v in zip(z["item_ids"], z["vectors"], strict=False)}
 
 
 def adapter_files(adapted: AdaptedEncoder) -> dict[str, bytes]:
@@ -154,6 +154,7 @@ class AdapterTrainer:
             self.current  # noqa: B018 - loads the base encoder and a fresh adapter on first use
             with self._lock:
                 current, parent = self._current, self.current_version
+            assert current is not None  # self.current set it above, and it is never reset to None
             item_ids = sorted(catalogue)
 
             def promote(candidate: AdaptedEncoder, vectors: np.ndarray, cycle: Cycle) -> str:

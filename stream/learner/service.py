@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 from model.drift import DETECTORS
 from model.embedding.encoder import TextEncoder
@@ -29,6 +30,9 @@ from stream.learner.adapter_training import AdapterTrainer
 from stream.model_store import ModelStore
 from stream.model_updates import announcement_kind, newest_usable
 from stream.schemas import InvalidEvent, parse_event, parse_json_object, read_item_record
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +57,13 @@ def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
 def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
     """Store a snapshot, announce it, and keep only the newest ``keep_versions`` of each kind."""
     snapshot = learner.snapshot()
+    assert snapshot.cf_rows is not None  # GlobalSnapshot.__post_init__ fills it
     manifest = store.save(
         {"global.npz": snapshot.to_bytes()},
         metrics={
             "events_learned": learner.events,
             "items": len(learner.item_ids),
-            "cf_items": int(len(snapshot.cf_rows)),
+            "cf_items": len(snapshot.cf_rows),
         },
     )
     announcement = announce(store, manifest.version, producer, topic)
@@ -174,17 +179,13 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                 if event.type == "forget_user":
                     examples.forget(event.user_id)
                 elif event.item_id is not None:  # its prior: CF + trending before the event is learned
-                    examples.observe(
-                        event.user_id,
-                        event.item_id,
-                        event.type,
-                        event.value,
-                        event.ts,
-                        prior=lambda user=event.user_id, order=catalogue_order: (
-                            learner.prior(user, order, weights),
-                            order,
-                        ),
-                    )
+
+                    def prior(
+                        user: str = event.user_id, order: tuple[str, ...] = catalogue_order
+                    ) -> tuple[np.ndarray, tuple[str, ...]]:
+                        return learner.prior(user, order, weights), order
+
+                    examples.observe(event.user_id, event.item_id, event.type, event.value, event.ts, prior=prior)
                 learner.learn(event.event_id, event.user_id, event.item_id, event.type, event.ts)
                 since_snapshot += 1
                 metrics.LEARNER_EVENTS.inc()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 
 import faust
 
@@ -28,7 +29,7 @@ from stream.worker.ingest import IngestProcessor, SourceRecord
 
 log = logging.getLogger(__name__)
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> faust.App:
     def use_adapter(prepared) -> None:  # on the event loop, between two batches
         version, encoder, index = prepared
         catalogue.use_space(encoder, index)
+        assert catalogue.index is not None  # use_space just set it
         processor_box["processor"].use_space(version, catalogue.index)
 
     model_updates = ModelUpdates(
@@ -135,10 +137,12 @@ def create_app(settings: Settings) -> faust.App:
         ).run()
 
     offsets = OffsetTracker()  # the next offset to process in each partition of `events` held
-    app.streamrec_offsets = (events.get_topic_name(), offsets)  # what commits take (stream.kafka.offsets)
+    # what commits take (stream.kafka.offsets reads it off the app); not an attribute faust declares
+    app.streamrec_offsets = (events.get_topic_name(), offsets)  # type: ignore[attr-defined]
     assignment: dict[str, asyncio.Task] = {}
 
-    @app.on_partitions_assigned.connect
+    # faust types a receiver as (sender, *args, signal=...); it calls this one with the assigned set
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def follow_assignment(sender, assigned, **kwargs) -> None:
         partitions = sorted(tp.partition for tp in assigned if tp.topic == events.get_topic_name())
         assignment["resume"] = asyncio.get_running_loop().create_task(
@@ -202,7 +206,7 @@ def create_app(settings: Settings) -> faust.App:
             logging.getLogger(noisy).setLevel(max(logging.getLogger().level, logging.INFO))
         try:
             await asyncio.wait_for(catalogue.ready.wait(), timeout=settings.catalogue_wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning(
                 "catalogue not caught up after %.0fs; serving with %d items",
                 settings.catalogue_wait_s,

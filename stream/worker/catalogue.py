@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from model.embedding.encoder import TextEncoder
 from model.embedding.item_index import ItemIndex, ItemInfo
 from stream.kafka.follow import TopicFollower
 from stream.metrics import ITEMS_INDEXED
 from stream.schemas import InvalidEvent, Item, read_item_record
+
+if TYPE_CHECKING:
+    from model.finetune.adapter import AdaptedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,8 @@ class CatalogueFollower:
         self.dead_letter = dead_letter
         self.on_new_items = on_new_items
         self.base_encoder: TextEncoder | None = None  # the frozen encoder adapters are trained on
-        self.encoder = None  # in use: the base encoder, or an AdaptedEncoder once one is promoted
+        # in use: the base encoder, or an AdaptedEncoder once one is promoted
+        self.encoder: TextEncoder | AdaptedEncoder | None = None
         self.index: ItemIndex | None = None
         self.texts: dict[str, str] = {}  # item_id -> the text its vector was embedded from
         self.ready = asyncio.Event()
@@ -50,6 +55,7 @@ class CatalogueFollower:
     def use_space(self, encoder, index: ItemIndex) -> None:
         """Serve from ``index`` (same rows as the current index, see :meth:`ItemIndex.respaced`),
         embedded by ``encoder``. Items added or removed while it was prepared are caught up."""
+        assert self.index is not None  # an adapter space is prepared from the loaded index
         for info in self.index.infos[: len(index)]:
             if not self.index.available[self.index.row_of(info.item_id)]:
                 index.remove(info.item_id)
@@ -77,10 +83,12 @@ class CatalogueFollower:
         ).run()
 
     async def caught_up(self) -> None:
+        assert self.index is not None  # run() loads the encoder and index before following
         log.info("catalogue: caught up, %d items servable", self.index.n_available)
         self.ready.set()
 
     async def apply(self, records) -> None:
+        assert self.index is not None  # run() loads the encoder and index before following
         latest: dict[str, Item | None] = {}
         for r in records:
             try:
@@ -99,10 +107,11 @@ class CatalogueFollower:
             texts = [i.text for i in changed]
             while True:  # an adapter swap during the encoding: encode again in the new space
                 encoder = self.encoder
+                assert encoder is not None  # loaded with the index
                 vectors = await loop.run_in_executor(None, encoder.encode, texts)
                 if encoder is self.encoder:
                     break
-            self.texts.update((i.item_id, text) for i, text in zip(changed, texts))
+            self.texts.update((i.item_id, text) for i, text in zip(changed, texts, strict=True))
             infos = [ItemInfo(i.item_id, i.title, i.category) for i in changed]
             new_ids = [i.item_id for i in changed if i.item_id not in self.index]
             self.index.upsert(infos, vectors, [i.available for i in changed])

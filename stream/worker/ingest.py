@@ -205,6 +205,7 @@ class IngestProcessor:
         if state.has_seen(event.event_id) or any(p["event_id"] == event.event_id for p in state.pending):
             metrics.EVENTS.labels(event.type, "duplicate").inc()
             return None
+        assert event.item_id is not None  # Event requires it of every type but forget_user, handled by the caller
         vector = self.index.vector_of(event.item_id)
         if vector is None:
             if state.park(event.model_dump(exclude_none=True)):
@@ -227,7 +228,7 @@ class IngestProcessor:
         state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
         self._drifted(self.drift.observe_item(vector))
         metrics.EVENTS.labels(event.type, "processed").inc()
-        return applied + [event]
+        return [*applied, event]
 
     def _check_hit(self, hit: bool) -> None:
         """Was the user's item in the list last served to them? Counted, and a rolling rate."""
@@ -269,6 +270,7 @@ class IngestProcessor:
                 still.append(parked)
                 continue
             event = Event.model_validate(parked)
+            assert event.item_id is not None  # only events naming an item are parked
             state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
             metrics.PENDING_EVENTS.dec()
             metrics.EVENTS.labels(event.type, "processed").inc()
@@ -280,7 +282,7 @@ class IngestProcessor:
         if not to_score:
             return
         lists = self.recommender.recommend([state for _, state, _ in to_score], self.settings.k)
-        for (user, state, applied), scored in zip(to_score, lists):
+        for (user, state, applied), scored in zip(to_score, lists, strict=True):
             state.last_recommended = [s.item_id for s in scored]
             if scored:
                 self._drifted(self.drift.observe_scores([s.score for s in scored]))
@@ -312,7 +314,7 @@ class IngestProcessor:
         now = time.monotonic() if now is None else now
         if not self._recovered_users_seen:  # once: users recovered from the changelog start now
             self._recovered_users_seen = True
-            for key in self.table.keys():
+            for key in self.table:
                 if key not in self.last_active:
                     self.last_active[key] = now
                     self.last_active.move_to_end(key, last=False)
@@ -374,8 +376,8 @@ class IngestProcessor:
             return
         if not self._waiting_scanned:  # after a restart: find parked events in the recovered table
             self._waiting_scanned = True
-            for key, raw in list(self.table.items()):
-                for parked in UserState.from_bytes(raw).pending:
+            for key, stored in list(self.table.items()):
+                for parked in UserState.from_bytes(stored).pending:
                     self.waiting_users[parked["item_id"]].add(key)
         users = set()
         for item_id in item_ids:

@@ -96,7 +96,7 @@ def test_malformed_events_go_to_the_dlq_with_a_reason_and_the_next_event_is_serv
     assert all(d["topic"] == f"{settings.topic_prefix}events" and d["offset"] >= 0 and d["error"] for d in dlq)
     assert any("NaN" in d["error"] for d in dlq) and any("teleport" in d["raw"] for d in dlq)
     recs = read_topic(settings, "recommendations", has_trigger("ok1"))
-    assert [i["item_id"] for i in lists_for(recs, "bob")[-1]["items"]][0] in KITCHEN
+    assert next(i["item_id"] for i in lists_for(recs, "bob")[-1]["items"]) in KITCHEN
     samples = worker.metrics()
     assert worker.alive()
     assert metric_sum(samples, "streamrec_dlq_total") == len(bad)

@@ -83,8 +83,8 @@ def _apt_install(package: str) -> str:
     if prefix and not shutil.which("sudo"):
         return "not root and no sudo"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = prefix + ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
-    for attempt in (install, prefix + ["apt-get", "update", "-q"], install):
+    install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    for attempt in (install, [*prefix, "apt-get", "update", "-q"], install):
         done = subprocess.run(attempt, check=False, env=env, capture_output=True, text=True, timeout=900)
         if attempt is install and done.returncode == 0:
             return ""
@@ -204,7 +204,7 @@ def test_alert_rules_are_valid_and_pass_their_unit_tests(promtool):
 
 def test_every_alert_is_labelled_annotated_and_shown_firing_and_silent_in_its_tests():
     rules = alert_rules()
-    assert REQUIRED_ALERTS <= {r["alert"] for r in rules}
+    assert {r["alert"] for r in rules} >= REQUIRED_ALERTS
     for rule in rules:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]

@@ -98,7 +98,7 @@ def test_user_side_is_the_workers_preference_vector(encoder):
     ]
     directions, valid = user_directions(histories, row, torch.from_numpy(frozen), half_life_s)
     assert bool(valid.all())
-    for history, got in zip(histories, directions):
+    for history, got in zip(histories, directions, strict=True):
         pv = PreferenceVector(dim=frozen.shape[1], half_life_s=half_life_s)
         for item, weight, ts in history:
             pv.learn_one(frozen[row[item]], weight, ts)

@@ -71,7 +71,7 @@ def test_idle_users_expire_after_the_ttl_and_a_returning_user_starts_afresh():
 
 def test_forget_user_erases_the_state_and_publishes_a_tombstone():
     proc, table, published = processor()
-    asyncio.run(proc.process(records(EVENTS + [{"event_id": "f", "user_id": "u1", "type": "forget_user", "ts": 1}])))
+    asyncio.run(proc.process(records([*EVENTS, {"event_id": "f", "user_id": "u1", "type": "forget_user", "ts": 1}])))
     assert b"u1" not in table and b"u1" not in proc.last_active
     assert (b"u1", None) in published
 
