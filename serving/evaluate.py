@@ -13,7 +13,7 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -128,11 +128,14 @@ OPT_IN_MODELS = ("hybrid-finetuned",)
 def model_factories(
     catalogue: Catalogue | None, settings: Settings | None = None, schedule: FinetuneSchedule | None = None
 ) -> dict[str, Callable[[], Recommender]]:
-    """Every model of the harness by name. The hybrids take their betas from ``settings`` (the
-    workers' ``STREAMREC_WEIGHT_*``), ``hybrid-finetuned`` the learner's fine-tune cycle
-    (``settings.finetune_schedule()``, or ``schedule``)."""
+    """Every model of the harness by name. The hybrids take their betas and candidate sizes from
+    ``settings`` (the workers' ``STREAMREC_WEIGHT_*``, ``STREAMREC_CANDIDATES_*``): they serve
+    through the worker's two-stage path; ``hybrid-exact`` ranks the whole catalogue instead, to
+    measure what the candidate stage costs. ``hybrid-finetuned`` runs the learner's fine-tune
+    cycle (``settings.finetune_schedule()``, or ``schedule``)."""
     settings = settings or Settings()
     weights = settings.hybrid_weights()
+    sizes = settings.candidate_sizes()
     schedule = schedule or settings.finetune_schedule()
     factories: dict[str, Callable[[], Recommender]] = {
         "popularity": Popularity,
@@ -150,12 +153,15 @@ def model_factories(
         index = catalogue.index
 
         def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
-            return lambda: OnlineHybrid(index, weights, name=name)
+            return lambda: OnlineHybrid(index, weights, name=name, sizes=sizes)
 
         factories["content-only"] = hybrid("content-only", HybridWeights(content=1.0, cf=0.0, trending=0.0))
         factories["cf-only"] = hybrid("cf-only", HybridWeights(content=0.0, cf=1.0, trending=0.0))
         factories["hybrid"] = hybrid("hybrid", weights)
-        factories["hybrid-mmr"] = lambda: OnlineHybrid(index, weights, name="hybrid-mmr", mmr_lambda=0.8)
+        factories["hybrid-exact"] = lambda: OnlineHybrid(
+            index, weights, name="hybrid-exact", sizes=replace(sizes, exact=True)
+        )
+        factories["hybrid-mmr"] = lambda: OnlineHybrid(index, weights, name="hybrid-mmr", mmr_lambda=0.8, sizes=sizes)
         factories["hybrid-finetuned"] = lambda: FinetunedHybrid(
             index, catalogue.texts, catalogue.encoder, weights, schedule
         )

@@ -7,11 +7,12 @@ from pydantic_settings import SettingsConfigDict
 
 from model.finetune.cycle import FinetuneSchedule
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
-from model.scoring.hybrid import HybridWeights
+from model.scoring.hybrid import CandidateSizes, HybridWeights
 from stream.kafka.connection import KafkaConnection
 
 _CYCLE = FinetuneSchedule()  # the defaults of the fine-tune fields below
 _WEIGHTS = HybridWeights()  # and of the hybrid's betas
+_SIZES = CandidateSizes()  # and of its candidate stage
 
 
 class Settings(KafkaConnection):
@@ -58,6 +59,22 @@ class Settings(KafkaConnection):
     weight_cf: float = Field(_WEIGHTS.cf, ge=0, description="hybrid beta of the collaborative-filtering score")
     weight_trending: float = Field(_WEIGHTS.trending, ge=0, description="hybrid beta of the trending score")
     mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
+    cf_neighbours: int = Field(
+        100, ge=1, description="learner: CF neighbours per item in a snapshot (its size is O(items x this))"
+    )
+    candidates_content: int = Field(
+        _SIZES.content, ge=0, description="worker: candidates from the nearest items to the user's vector"
+    )
+    candidates_cf: int = Field(
+        _SIZES.cf, ge=0, description="worker: candidates from the CF neighbours of the user's recent items"
+    )
+    candidates_trending: int = Field(_SIZES.trending, ge=0, description="worker: candidates from the top trending")
+    item_vectors_float16: bool = Field(
+        False, description="worker: keep item vectors as float16 (half the memory of a large catalogue)"
+    )
+    exact_search_below: int = Field(
+        50_000, ge=0, description="worker: catalogues smaller than this are searched exactly, larger by an HNSW graph"
+    )
     cf_min_item_count: float = Field(
         1.0,
         ge=0,
@@ -105,6 +122,9 @@ class Settings(KafkaConnection):
 
     def hybrid_weights(self) -> HybridWeights:
         return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending)
+
+    def candidate_sizes(self) -> CandidateSizes:
+        return CandidateSizes(self.candidates_content, self.candidates_cf, self.candidates_trending)
 
     def finetune_schedule(self) -> FinetuneSchedule:
         """The fine-tune cycle these settings ask for: the learner's, and the replay's

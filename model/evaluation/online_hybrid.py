@@ -11,7 +11,7 @@ from model.embedding.item_index import ItemIndex
 from model.evaluation.protocol import Interaction
 from model.scoring.cooccurrence import ItemCooccurrence
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
-from model.scoring.hybrid import HybridScorer, HybridWeights
+from model.scoring.hybrid import CandidateSizes, HybridScorer, HybridWeights
 from model.scoring.trending import TrendingPopularity
 from model.user.preference import REJECTING_TYPES
 from model.user.state import UserState
@@ -43,6 +43,7 @@ class OnlineHybrid:
         cf: ItemCooccurrence | None = None,
         trending: TrendingPopularity | None = None,
         mmr_lambda: float = 1.0,
+        sizes: CandidateSizes = CandidateSizes(),
     ) -> None:
         self.name = name
         self.index = index
@@ -50,7 +51,7 @@ class OnlineHybrid:
         self.history_size = history_size
         self.cf = cf if cf is not None else ItemCooccurrence()
         self.trending = trending if trending is not None else TrendingPopularity()
-        self.scorer = HybridScorer(index, self.cf, self.trending, weights, mmr_lambda=mmr_lambda)
+        self.scorer = HybridScorer(index, self.cf, self.trending, weights, mmr_lambda=mmr_lambda, sizes=sizes)
         self.states: dict[str, UserState] = {}
         self._events = 0
 
@@ -76,6 +77,7 @@ class OnlineHybrid:
         return [s.item_id for s in scored]
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
-        total, _, _ = self.scorer.score_all([self._state(user_id)])
         rows = [self.index.row_of(i) for i in item_ids]
-        return np.array([total[0, r] if r is not None else -np.inf for r in rows], dtype=np.float64)
+        known = np.array([r for r in rows if r is not None], dtype=np.int64)
+        scores = iter(self.scorer.score_rows(self._state(user_id), known).tolist())
+        return np.array([next(scores) if r is not None else -np.inf for r in rows], dtype=np.float64)

@@ -17,7 +17,9 @@ from model.user.preference import REJECTING_TYPES
 
 
 class GlobalLearner:
-    """CF + trending learned from events, with item rows of its own and event-id dedupe.
+    """CF + trending learned from events, with item rows of its own and event-id dedupe. Its
+    cost per event does not depend on the catalogue's size (sparse CF, O(1) trending); only
+    :meth:`prior` (a fine-tune example's prior, over the whole catalogue) does.
 
     >>> learner = GlobalLearner()
     >>> for i, item in enumerate(["a", "b", "a"]):
@@ -29,7 +31,11 @@ class GlobalLearner:
     """
 
     def __init__(
-        self, half_life_s: float = DEFAULT_HALF_LIFE_S, dedupe_window: int = 200_000, cf_min_item_count: float = 1.0
+        self,
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
+        dedupe_window: int = 200_000,
+        cf_min_item_count: float = 1.0,
+        cf_neighbours: int = 100,
     ) -> None:
         self.cf = ItemCooccurrence()
         self.trending = TrendingPopularity(half_life_s)
@@ -38,6 +44,7 @@ class GlobalLearner:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.dedupe_window = dedupe_window
         self.cf_min_item_count = cf_min_item_count
+        self.cf_neighbours = cf_neighbours
         self.events = 0
         self._positions: tuple[tuple[int, int], np.ndarray] | None = None  # catalogue -> learner rows
 
@@ -87,4 +94,5 @@ class GlobalLearner:
         return True
 
     def snapshot(self) -> GlobalSnapshot:
-        return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending, self.cf_min_item_count)
+        """CF neighbour lists (top ``cf_neighbours`` per item) and trending counts, by item id."""
+        return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending, self.cf_min_item_count, self.cf_neighbours)

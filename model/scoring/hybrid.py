@@ -1,13 +1,15 @@
-"""The hybrid scorer: content, collaborative filtering and trending, each normalised, summed."""
+"""The hybrid scorer: content, collaborative filtering and trending, each normalised, summed;
+candidates first, then the ranking of the candidates only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from model.embedding.item_index import ItemIndex
-from model.scoring.cooccurrence import ItemCooccurrence
+from model.scoring.cooccurrence import CFScoring, SparseScores
 from model.scoring.diversity import mmr_rerank
 from model.scoring.topk import top_k
 from model.scoring.trending import TrendingPopularity
@@ -68,15 +70,64 @@ def weighted_terms(
     }
 
 
-class HybridScorer:
-    """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i))
+@dataclass(frozen=True)
+class CandidateSizes:
+    """How many candidates each term brings to the ranking stage: the ``content`` nearest items
+    to the user's vector, the ``cf`` best CF scores from the neighbours of their recent items, the
+    ``trending`` most trending items. ``exact`` ranks every item instead (to measure what the
+    candidate stage costs; never at catalogue scale)."""
 
-    z(.) standardises a component over the servable items for that user, so the betas weigh
-    comparable quantities. cf comes from :class:`ItemCooccurrence` over the user's recent
-    history (rejected items left out), pop from :class:`TrendingPopularity`. A user without
-    history has only the trending term: cold start. Consumed and unavailable items are never
-    served. With ``mmr_lambda < 1`` the best ``candidates`` are re-ranked by MMR for
-    diversity. Each item carries 1-3 reasons, one per component that lifted it, strongest first.
+    content: int = 200
+    cf: int = 200
+    trending: int = 50
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mean and standard deviation of a term over the servable items, per user (B,)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def z(self, b: int, raw: np.ndarray) -> np.ndarray:
+        std = float(self.std[b])
+        if std <= 1e-9:
+            return np.zeros(len(raw), dtype=np.float32)
+        return ((raw - self.mean[b]) / std).astype(np.float32)
+
+    @classmethod
+    def of_sums(cls, total: np.ndarray, squares: np.ndarray, n: int) -> Moments:
+        mean = np.asarray(total, dtype=np.float64) / max(n, 1)
+        var = np.asarray(squares, dtype=np.float64) / max(n, 1) - mean**2
+        return cls(mean, np.sqrt(np.maximum(var, 0.0)))
+
+
+@dataclass
+class _Terms:
+    """What each term of a batch of users needs: their vectors, sparse CF scores and the rows
+    CF used, and each term's moments over the servable items."""
+
+    users: np.ndarray | None = None
+    cf: list[SparseScores] | None = None
+    cf_history: list[list[int]] = field(default_factory=list)
+    moments: dict[str, Moments] = field(default_factory=dict)
+
+
+class HybridScorer:
+    """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i)),
+    in two stages: candidates, then the ranking of the candidates only.
+
+    z(.) standardises a term by its mean and standard deviation over the servable items, known
+    in closed form without a pass over the catalogue: for content from the index's running sums
+    (mean = u . m, var = u' S u - mean^2), for CF from the user's sparse scores (zero elsewhere),
+    for trending from the model's running sums. So a candidate's score is exactly the score the
+    full catalogue would give it; the candidates (:class:`CandidateSizes`: nearest items by the
+    index's vector search, best CF neighbours of the user's recent items, top trending) decide
+    which items are ranked. A user without history has only the trending term: cold start.
+    Consumed and unavailable items are never served. With ``mmr_lambda < 1`` the best
+    ``candidates`` are re-ranked by MMR for diversity. Each item carries 1-3 reasons, one per term
+    that lifted it, strongest first.
 
     >>> from model.embedding.item_index import ItemInfo
     >>> index = ItemIndex(dim=2)
@@ -91,11 +142,12 @@ class HybridScorer:
     def __init__(
         self,
         index: ItemIndex,
-        cf: ItemCooccurrence | None = None,
+        cf: CFScoring | None = None,
         trending: TrendingPopularity | None = None,
         weights: HybridWeights = HybridWeights(),
         mmr_lambda: float = 1.0,
         candidates: int = 50,
+        sizes: CandidateSizes = CandidateSizes(),
     ) -> None:
         self.index = index
         self.cf = cf
@@ -103,60 +155,137 @@ class HybridScorer:
         self.weights = weights
         self.mmr_lambda = mmr_lambda
         self.candidates = candidates
+        self.sizes = sizes
 
-    def recommend(self, states: list[UserState], k: int, exclude: list[set[str]] | None = None) -> list[list[Scored]]:
+    def recommend(
+        self, states: Sequence[UserState], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[list[Scored]]:
         """One list per state, scored together; ``exclude`` adds item ids to skip per user."""
-        if not states or len(self.index) == 0:
+        if not states or self.index.n_available == 0:
             return [[] for _ in states]
-        available = self.index.available
-        total, parts, cf_history = self.score_all(states)
+        terms = self._terms(states)
+        pool_size = max(k, self.candidates) if self.mmr_lambda < 1 else k
+        excluded = [
+            np.union1d(self._consumed_rows(s), self._rows(list(exclude[b])) if exclude and exclude[b] else [])
+            for b, s in enumerate(states)
+        ]
         lists = []
-        for row, state in enumerate(states):
-            excluded = ~available
-            excluded = excluded.copy()
-            excluded[self._consumed_rows(state)] = True
-            if exclude and exclude[row]:
-                excluded[self._rows(list(exclude[row]))] = True
-            pool = top_k(total[row], max(k, self.candidates) if self.mmr_lambda < 1 else k, excluded)
+        for b, rows in enumerate(self._candidates(terms, excluded)):
+            total, parts = self._score(terms, b, rows)
+            top = top_k(total, pool_size)
+            pool, scores = rows[top], total[top]
             if self.mmr_lambda < 1 and len(pool):
-                pool = pool[mmr_rerank(total[row, pool], self.index.vectors[pool], k, self.mmr_lambda)]
-            contributions = {name: part[row if len(part) > 1 else 0] for name, part in parts.items()}
-            reasons = self._explain(state, pool, contributions, cf_history[row] if cf_history else [])
+                order = mmr_rerank(scores, self.index.vectors[pool], k, self.mmr_lambda)
+                pool, scores, top = pool[order], scores[order], top[order]
+            contributions = {name: part[top] for name, part in parts.items()}
+            reasons = self._explain(states[b], pool, contributions, terms.cf_history[b] if terms.cf_history else [])
             lists.append(
                 [
-                    Scored(self.index.infos[r].item_id, float(total[row, r]), why)
-                    for r, why in zip(pool, reasons, strict=True)
+                    Scored(self.index.infos[r].item_id, float(s), why)
+                    for r, s, why in zip(pool, scores, reasons, strict=True)
                 ]
             )
         return lists
 
-    def score_all(self, states: list[UserState]) -> tuple[np.ndarray, dict[str, np.ndarray], list[list[int]]]:
-        """Hybrid scores of every item for each state (n_states, n_items), the weighted parts,
-        and the history rows the CF part used."""
+    def score_all(self, states: Sequence[UserState]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Hybrid scores of every item for each state (n_states, n_items) and the weighted parts
+        (unavailable items included: the caller masks them)."""
         n = len(self.index)
-        available = self.index.available
-        w = self.weights
+        terms = self._terms(states)
+        every = np.arange(n)
         total = np.zeros((len(states), n), dtype=np.float32)
-        content = cf = trending = None
-        if w.content:
-            content = np.stack([s.preference.direction() for s in states]) @ self.index.vectors.T
-        cf_history: list[list[int]] = []
-        if w.cf and self.cf is not None:
-            cf_history = [self._cf_history(s) for s in states]
-            cf = np.stack([self.cf.scores(h, n) for h in cf_history])
-        if w.trending and self.trending is not None:
-            trending = self.trending.scores(n)[None, :]
-        parts = weighted_terms(w, available, content=content, cf=cf, trending=trending)
-        for part in parts.values():
-            total += part
-        return total, parts, cf_history
+        parts: dict[str, np.ndarray] = {}
+        for b in range(len(states)):
+            total[b], row_parts = self._score(terms, b, every)
+            for name, part in row_parts.items():
+                parts.setdefault(name, np.zeros((len(states), n), dtype=np.float32))[b] = part
+        return total, parts
 
-    def other_terms(self, states: list[UserState]) -> np.ndarray:
+    def score_rows(self, state: UserState, rows: np.ndarray) -> np.ndarray:
+        """The hybrid score of the items at ``rows`` for one user (as a full ranking would give)."""
+        return self._score(self._terms([state]), 0, np.asarray(rows, dtype=np.int64))[0]
+
+    def other_terms(self, states: Sequence[UserState]) -> np.ndarray:
         """The hybrid without its content term, b_cf * z(cf) + b_trend * z(pop), for each state
         over every item (n_states, n_items): the prior a fine-tune trains the content term on top
         of (:attr:`model.finetune.examples.TrainingExample.prior`)."""
-        total, parts, _ = self.score_all(states)
+        total, parts = self.score_all(states)
         return total - parts["content"] if "content" in parts else total
+
+    # -- the two stages ------------------------------------------------------------------------
+    def _terms(self, states: Sequence[UserState]) -> _Terms:
+        """What each term needs per user, with its moments over the servable items."""
+        w, index = self.weights, self.index
+        n_available = index.n_available
+        terms = _Terms()
+        if w.content:
+            terms.users = np.stack([s.preference.direction() for s in states]).astype(np.float32)
+            total, squares = index.moments(terms.users)
+            terms.moments["content"] = Moments.of_sums(total, squares, n_available)
+        if w.cf and self.cf is not None:
+            terms.cf_history = [self._cf_history(s) for s in states]
+            terms.cf = [self.cf.sparse_scores(h) for h in terms.cf_history]
+            live = [index.available[s.rows] if len(s.rows) else np.zeros(0, bool) for s in terms.cf]
+            terms.moments["cf"] = Moments.of_sums(
+                np.array([s.values[m].astype(np.float64).sum() for s, m in zip(terms.cf, live, strict=True)]),
+                np.array([(s.values[m].astype(np.float64) ** 2).sum() for s, m in zip(terms.cf, live, strict=True)]),
+                n_available,
+            )
+        if w.trending and self.trending is not None:
+            total, squares = self.trending.moments(len(index), index.unavailable_rows())
+            terms.moments["trending"] = Moments.of_sums(
+                np.full(len(states), total), np.full(len(states), squares), n_available
+            )
+        return terms
+
+    def _candidates(self, terms: _Terms, excluded: list[np.ndarray]) -> list[np.ndarray]:
+        """Per user: the rows to rank, servable and not excluded."""
+        index, sizes = self.index, self.sizes
+        n = len(index)
+        if sizes.exact:
+            servable = np.flatnonzero(index.available)
+            return [np.setdiff1d(servable, e, assume_unique=True) for e in excluded]
+        found: list[list[np.ndarray]] = [[] for _ in excluded]
+        if terms.users is not None and sizes.content:
+            for b, rows in enumerate(index.nearest(terms.users, sizes.content, excluded)):
+                found[b].append(rows)
+        if terms.cf is not None and sizes.cf:
+            for b, scores in enumerate(terms.cf):
+                rows = scores.rows[scores.rows < n]
+                values = scores.values[scores.rows < n]
+                keep = index.available[rows] & ~np.isin(rows, excluded[b])
+                rows, values = rows[keep], values[keep]
+                if len(rows) > sizes.cf:
+                    rows = rows[top_k(values, sizes.cf)]
+                found[b].append(rows)
+        if self.trending is not None and self.weights.trending and sizes.trending:
+            top = self.trending.top_rows()
+            top = top[top < n]
+            top = top[index.available[top]]
+            for b in range(len(excluded)):
+                found[b].append(top[~np.isin(top, excluded[b])][: sizes.trending])
+        return [np.unique(np.concatenate(f)) if f else np.zeros(0, dtype=np.int64) for f in found]
+
+    def _score(self, terms: _Terms, b: int, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The hybrid score of ``rows`` for user ``b`` and its weighted parts."""
+        w = self.weights
+        parts: dict[str, np.ndarray] = {}
+        if "content" in terms.moments:
+            raw = self.index.vectors[rows] @ terms.users[b]
+            parts["content"] = np.float32(w.content) * terms.moments["content"].z(b, raw)
+        if "cf" in terms.moments:
+            scores = terms.cf[b]
+            at = np.searchsorted(scores.rows, rows)
+            at = np.minimum(at, max(len(scores.rows) - 1, 0))
+            hit = (scores.rows[at] == rows) if len(scores.rows) else np.zeros(len(rows), bool)
+            raw = np.where(hit, scores.values[at] if len(scores.rows) else 0.0, 0.0)
+            parts["cf"] = np.float32(w.cf) * terms.moments["cf"].z(b, raw)
+        if "trending" in terms.moments:
+            parts["trending"] = np.float32(w.trending) * terms.moments["trending"].z(b, self.trending.values(rows))
+        total = np.zeros(len(rows), dtype=np.float32)
+        for part in parts.values():
+            total += part
+        return total, parts
 
     # -- helpers -----------------------------------------------------------------------------
     def _cf_history(self, state: UserState) -> list[int]:
@@ -175,15 +304,12 @@ class HybridScorer:
             )
         )[:20]
         content_sims = self.index.vectors[liked] @ self.index.vectors[pool].T if liked else None
-        cf_rows = list(dict.fromkeys(reversed(cf_history)))[: self.cf.history] if self.cf and cf_history else []
-        # cf_rows is non-empty only with a CF model
-        cf_sims = (
-            self.cf.similarity_rows(cf_rows, len(self.index))[:, pool] if cf_rows and self.cf is not None else None
-        )
+        cf_rows = self.cf.recent_rows(cf_history) if self.cf and cf_history else []
+        cf_sims = self.cf.similarity(cf_rows, pool) if cf_rows and self.cf is not None else None
         out = []
-        for j, row in enumerate(pool):
-            ranked = sorted(contributions, key=lambda name: -contributions[name][row])
-            chosen = [name for name in ranked if contributions[name][row] > 0][:3] or ranked[:1]
+        for j, row in enumerate(pool):  # contributions[name][j]: the part of pool item j
+            ranked = sorted(contributions, key=lambda name: -contributions[name][j])
+            chosen = [name for name in ranked if contributions[name][j] > 0][:3] or ranked[:1]
             reasons = []
             for name in chosen:
                 if name == "content" and content_sims is not None:

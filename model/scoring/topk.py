@@ -1,4 +1,4 @@
-"""Top-K retrieval by cosine similarity over an in-memory matrix of unit item vectors."""
+"""The k best of a score vector, deterministically (ties go to the lower index)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.
 
     >>> top_k(np.array([0.1, 0.9, 0.5, 0.7]), 2, excluded=np.array([False, True, False, False])).tolist()
     [3, 2]
+    >>> top_k(np.array([0.5, 0.9, 0.5, 0.5]), 2).tolist()  # a tie at the k-th place: the lowest index
+    [1, 0]
     """
     scores = np.asarray(scores, dtype=np.float32)
     if excluded is not None and excluded.any():
@@ -20,8 +22,10 @@ def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.
     k = min(k, eligible)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    if k < len(scores):
-        candidates = np.argpartition(-scores, k - 1)[:k]
+    if k < len(scores):  # the k-th score, then every higher one and the lowest-index ties at it
+        kth = -np.partition(-scores, k - 1)[k - 1]
+        above = np.flatnonzero(scores > kth)
+        candidates = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
     else:
         candidates = np.arange(len(scores))
     order = np.lexsort((candidates, -scores[candidates]))

@@ -94,7 +94,9 @@ class ServableItems:
 class TrendingRanking:
     """Items of a global snapshot by trending count, highest first (zero counts left out).
 
-    >>> snap = GlobalSnapshot(["a", "b", "c"], np.zeros((3, 3), np.float32), np.zeros(3), np.array([1.0, 0, 3.0]))
+    >>> from model.scoring.cooccurrence import ItemNeighbours
+    >>> none = ItemNeighbours(np.zeros(4, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    >>> snap = GlobalSnapshot(["a", "b", "c"], none, np.array([1.0, 0, 3.0]))
     >>> ranking = TrendingRanking.of("v1", snap)
     >>> ranking.item_ids, [i.item_id for i in ranking.top(5, {"a": "shoes", "b": None})]
     (['c', 'a'], ['a'])

@@ -56,14 +56,19 @@ def announce(store: ModelStore, version: str, producer, topic: str) -> dict:
 
 def publish_snapshot(learner: GlobalLearner, store: ModelStore, producer, topic: str, keep_versions: int = 20) -> dict:
     """Store a snapshot, announce it, and keep only the newest ``keep_versions`` of each kind."""
+    started = time.perf_counter()
     snapshot = learner.snapshot()
-    assert snapshot.cf_rows is not None  # GlobalSnapshot.__post_init__ fills it
+    data = snapshot.to_bytes()
+    build_s = time.perf_counter() - started
     manifest = store.save(
-        {"global.npz": snapshot.to_bytes()},
+        {"global.npz": data},
         metrics={
             "events_learned": learner.events,
             "items": len(learner.item_ids),
-            "cf_items": len(snapshot.cf_rows),
+            "cf_items": int((np.diff(snapshot.neighbours.indptr) > 0).sum()),
+            "cf_neighbour_pairs": len(snapshot.neighbours.indices),
+            "bytes": len(data),
+            "build_seconds": round(build_s, 3),
         },
     )
     announcement = announce(store, manifest.version, producer, topic)
@@ -133,7 +138,11 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     if settings.learner_nice:  # background work: let the workers and the broker go first
         os.nice(settings.learner_nice)
     metrics.serve_metrics(settings.metrics_host, settings.learner_metrics_port)
-    learner = GlobalLearner(settings.trending_half_life_s, cf_min_item_count=settings.cf_min_item_count)
+    learner = GlobalLearner(
+        settings.trending_half_life_s,
+        cf_min_item_count=settings.cf_min_item_count,
+        cf_neighbours=settings.cf_neighbours,
+    )
     schedule = settings.finetune_schedule()
     examples = NextItemExamples(schedule.buffer_size, settings.history_size)
     catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import faust
+import numpy as np
 
 from model.embedding.encoder import DEFAULT_MODEL, TextEncoder
 from stream import metrics
@@ -94,6 +95,8 @@ def create_app(settings: Settings) -> faust.App:
         encoder_factory=lambda: TextEncoder(settings.encoder_dir),
         dead_letter=send_dead_letter,
         on_new_items=on_new_items,
+        exact_search_below=settings.exact_search_below,
+        vector_dtype=np.float16 if settings.item_vectors_float16 else np.float32,
     )
 
     async def processor_started() -> IngestProcessor:

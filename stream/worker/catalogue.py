@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from model.embedding.encoder import TextEncoder
 from model.embedding.item_index import ItemIndex, ItemInfo
 from stream.kafka.follow import TopicFollower
@@ -39,7 +41,11 @@ class CatalogueFollower:
         encoder_factory: Callable[[], TextEncoder],
         dead_letter: DeadLetterSink,
         on_new_items: Callable[[list[str]], Awaitable[None]],
+        exact_search_below: int = 50_000,
+        vector_dtype: type = np.float32,
     ) -> None:
+        self.exact_search_below = exact_search_below
+        self.vector_dtype = vector_dtype
         self.client_config = client_config
         self.topic = topic
         self.encoder_factory = encoder_factory
@@ -72,7 +78,7 @@ class CatalogueFollower:
     async def load_encoder(self) -> None:
         loop = asyncio.get_running_loop()
         self.encoder = self.base_encoder = await loop.run_in_executor(None, self.encoder_factory)
-        self.index = ItemIndex(dim=self.encoder.dim)
+        self.index = ItemIndex(dim=self.encoder.dim, exact_below=self.exact_search_below, dtype=self.vector_dtype)
 
     async def run(self) -> None:
         """Load the encoder, then follow ``items`` for ever."""

@@ -76,7 +76,7 @@ class IngestProcessor:
         self.space = "base"  # the adapter version the item vectors come from ("base": none)
         self.weights = settings.hybrid_weights()
         # Until the learner's first snapshot arrives there is no CF nor trending: content only.
-        self.recommender = HybridScorer(index, weights=self.weights, mmr_lambda=settings.mmr_lambda)
+        self.recommender = self._scorer(index, None, None)
         self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
         self._waiting_scanned = False
         self._started = False  # set by the first batch, i.e. after the table was recovered
@@ -341,6 +341,16 @@ class IngestProcessor:
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
         metrics.EVENTS.labels(event.type, "forgotten").inc()
 
+    def _scorer(self, index: ItemIndex, cf, trending) -> HybridScorer:
+        return HybridScorer(
+            index,
+            cf,
+            trending,
+            self.weights,
+            mmr_lambda=self.settings.mmr_lambda,
+            sizes=self.settings.candidate_sizes(),
+        )
+
     def prepare_global_models(self, verified: VerifiedVersion) -> tuple[str, int, HybridScorer]:
         """Lay a snapshot out in this worker's item rows (CPU work: run it off the event loop)."""
         try:
@@ -348,7 +358,7 @@ class IngestProcessor:
         except (KeyError, ValueError, OSError) as exc:
             raise SnapshotError("corrupt", f"{verified.version}: unreadable snapshot ({exc})") from None
         cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
-        recommender = HybridScorer(self.index, cf, trending, self.weights, mmr_lambda=self.settings.mmr_lambda)
+        recommender = self._scorer(self.index, cf, trending)
         return verified.version, verified.manifest.created_ts, recommender
 
     def use_global_models(self, prepared: tuple[str, int, HybridScorer]) -> None:
@@ -362,9 +372,7 @@ class IngestProcessor:
         """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
         user's vector is rebuilt from their history in the new space when next loaded."""
         self.index = index
-        self.recommender = HybridScorer(
-            index, self.recommender.cf, self.recommender.trending, self.weights, mmr_lambda=self.settings.mmr_lambda
-        )
+        self.recommender = self._scorer(index, self.recommender.cf, self.recommender.trending)
         self.space = version
         self._cache.clear()
         self.drift.scores, self.drift.centroid = ScoreDrift(), CentroidShift()  # a new space is no drift
