@@ -12,6 +12,8 @@ results (the search asks for more than c when rows are masked).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -37,7 +39,7 @@ class VectorSearch:
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.ef_construction = ef_construction
-        self._graph = None  # faiss index, once the catalogue reached exact_below rows
+        self._graph: Any = None  # faiss IndexHNSWSQ, once the catalogue reached exact_below rows
         self._entry_row = np.zeros(0, dtype=np.int64)  # graph entry -> row
         self._row_entry = np.zeros(0, dtype=np.int64)  # row -> its current graph entry (-1: none)
         self._stale = 0  # entries of vectors changed since (skipped by searches)
@@ -107,7 +109,12 @@ class VectorSearch:
     def _build(self, matrix: np.ndarray) -> None:
         import faiss
 
-        graph = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_8bit, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph = faiss.IndexHNSWSQ(
+            self.dim,
+            faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]  # the stubs want the enum's class
+            self.hnsw_m,
+            faiss.METRIC_INNER_PRODUCT,
+        )
         graph.hnsw.efConstruction = self.ef_construction
         sample = np.random.default_rng(0).choice(len(matrix), size=min(len(matrix), 100_000), replace=False)
         graph.train(np.ascontiguousarray(matrix[np.sort(sample)], dtype=np.float32))

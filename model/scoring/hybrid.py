@@ -232,9 +232,9 @@ class HybridScorer:
                 n_available,
             )
         if w.trending and self.trending is not None:
-            total, squares = self.trending.moments(len(index), index.unavailable_rows())
+            trend_sum, trend_squares = self.trending.moments(len(index), index.unavailable_rows())
             terms.moments["trending"] = Moments.of_sums(
-                np.full(len(states), total), np.full(len(states), squares), n_available
+                np.full(len(states), trend_sum), np.full(len(states), trend_squares), n_available
             )
         return terms
 
@@ -270,17 +270,17 @@ class HybridScorer:
         """The hybrid score of ``rows`` for user ``b`` and its weighted parts."""
         w = self.weights
         parts: dict[str, np.ndarray] = {}
-        if "content" in terms.moments:
+        if "content" in terms.moments and terms.users is not None:
             raw = self.index.vectors[rows] @ terms.users[b]
             parts["content"] = np.float32(w.content) * terms.moments["content"].z(b, raw)
-        if "cf" in terms.moments:
+        if "cf" in terms.moments and terms.cf is not None:
             scores = terms.cf[b]
             at = np.searchsorted(scores.rows, rows)
             at = np.minimum(at, max(len(scores.rows) - 1, 0))
             hit = (scores.rows[at] == rows) if len(scores.rows) else np.zeros(len(rows), bool)
             raw = np.where(hit, scores.values[at] if len(scores.rows) else 0.0, 0.0)
             parts["cf"] = np.float32(w.cf) * terms.moments["cf"].z(b, raw)
-        if "trending" in terms.moments:
+        if "trending" in terms.moments and self.trending is not None:
             parts["trending"] = np.float32(w.trending) * terms.moments["trending"].z(b, self.trending.values(rows))
         total = np.zeros(len(rows), dtype=np.float32)
         for part in parts.values():
