@@ -79,13 +79,17 @@ class CFScoring:
 
     def similarity(self, rows: Sequence[int], items: np.ndarray) -> np.ndarray:
         """sim(h, i) for each h of ``rows`` and i of ``items``: (len(rows), len(items))."""
+        items = np.asarray(items, dtype=np.int64)
         out = np.zeros((len(rows), len(items)), dtype=np.float32)
-        position = {int(i): j for j, i in enumerate(items)}
+        if not len(items):
+            return out
+        order = np.argsort(items, kind="stable")
+        ranked = items[order]
         for a, h in enumerate(rows):
-            for i, s in zip(*self.neighbours_of(h), strict=True):
-                j = position.get(int(i))
-                if j is not None:
-                    out[a, j] = s
+            cols, sims = self.neighbours_of(h)
+            at = np.minimum(np.searchsorted(ranked, cols), len(ranked) - 1)
+            hit = ranked[at] == cols
+            out[a, order[at[hit]]] = sims[hit]
         return out
 
 
@@ -120,6 +124,7 @@ class ItemCooccurrence(CFScoring):
         self.max_pairs = max_pairs
         self.clock = DecayClock(half_life_s)
         self._pairs: list[dict[int, float]] = []
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> its pairs as arrays, until it changes
         self._n = np.zeros(1024, dtype=np.float64)
         self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.window))
 
@@ -143,9 +148,11 @@ class ItemCooccurrence(CFScoring):
         g = weight * self.clock.weight(ts)
         recent = self.recent[user_id]
         mine = self._pairs[row]
+        self._arrays.pop(row, None)
         for j in recent:
             if j != row:
                 mine[j] = mine.get(j, 0.0) + g
+                self._arrays.pop(j, None)
                 theirs = self._pairs[j]
                 theirs[row] = theirs.get(row, 0.0) + g
                 if len(theirs) > 2 * self.max_pairs:
@@ -161,6 +168,7 @@ class ItemCooccurrence(CFScoring):
             for pairs in self._pairs:
                 for j in pairs:
                     pairs[j] *= factor
+            self._arrays.clear()
             self._n *= factor
 
     def _prune(self, row: int) -> None:
@@ -179,9 +187,14 @@ class ItemCooccurrence(CFScoring):
         """sim(row, j) for every j that co-occurred with ``row`` (the decay cancels in the ratio)."""
         if row >= len(self._pairs) or not self._pairs[row]:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        pairs = self._pairs[row]
-        cols = np.fromiter(pairs.keys(), dtype=np.int64, count=len(pairs))
-        c = np.fromiter(pairs.values(), dtype=np.float64, count=len(pairs))
+        cached = self._arrays.get(row)
+        if cached is None:
+            pairs = self._pairs[row]
+            cached = self._arrays[row] = (
+                np.fromiter(pairs.keys(), dtype=np.int64, count=len(pairs)),
+                np.fromiter(pairs.values(), dtype=np.float64, count=len(pairs)),
+            )
+        cols, c = cached
         n = np.maximum(self._n[cols], 1e-12)
         return cols, (c / np.sqrt(n * max(self._n[row], 1e-12))).astype(np.float32)
 
