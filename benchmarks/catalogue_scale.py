@@ -158,7 +158,7 @@ def worker_child(n: int, args) -> dict:
     from model.scoring.snapshot import GlobalSnapshot
     from model.user.state import UserState
 
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)  # the graph is built on every core, searched on one
     source, chunks = vector_chunks(n, args.real_up_to)
     started = time.perf_counter()
     index = ItemIndex(384, capacity=n, dtype=np.float16 if n > args.float16_above else np.float32)
@@ -168,6 +168,7 @@ def worker_child(n: int, args) -> dict:
         index.upsert([ItemInfo(f"sku-{i}", f"item {i}", f"category {i % N_CATEGORIES}") for i in rows], block)
         start += len(block)
     index_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
     snapshot = GlobalSnapshot.from_bytes(Path(args.snapshot).read_bytes())
     cf, trending = snapshot.for_items([info.item_id for info in index.infos])
     scorer = HybridScorer(index, cf, trending)
