@@ -158,3 +158,16 @@ def test_the_vector_search_follows_upserts_changes_and_removals():
     assert "i7" in nearest(index.vector_of("i7"), c=1)
     exact = np.argsort(-(index.vectors[index.available] @ new))[:5]
     assert len(set(nearest(new, 5)) & {index.infos[np.flatnonzero(index.available)[r]].item_id for r in exact}) >= 4
+
+
+def test_trending_keeps_its_top_and_moments_exactly_as_counts_grow_and_decay():
+    rng = np.random.default_rng(11)
+    trend = TrendingPopularity(half_life_s=3600, top=10)
+    for t in range(5_000):
+        trend.learn_one(int(min(rng.zipf(1.2), 2_000) - 1), ts=t * 60_000)  # 3.5 days: many rebases
+    counts = trend.scores(2_000)
+    expected = np.lexsort((np.arange(2_000), -counts))[:10]
+    assert trend.top_rows().tolist() == expected.tolist()
+    total, squares = trend.moments(2_000, left_out=np.array([expected[0]]))
+    rest = np.delete(counts, expected[0])
+    assert total == pytest.approx(rest.sum(), rel=1e-6) and squares == pytest.approx((rest**2).sum(), rel=1e-6)
