@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from model.drift import DETECTORS
 from model.embedding.encoder import TextEncoder
@@ -30,9 +31,6 @@ from stream.learner.adapter_training import AdapterTrainer
 from stream.model_store import ModelStore
 from stream.model_updates import announcement_kind, newest_usable
 from stream.schemas import InvalidEvent, parse_event, parse_json_object, read_item_record
-
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
