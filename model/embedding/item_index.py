@@ -47,6 +47,7 @@ class ItemIndex:
         self._sum = np.zeros(dim, dtype=np.float64)
         self._outer = np.zeros((dim, dim), dtype=np.float64)
         self._unavailable: dict[int, None] = {}
+        self._unavailable_array: np.ndarray | None = None
         self.search = VectorSearch(dim, exact_below=exact_below)
 
     def __len__(self) -> int:
@@ -70,8 +71,11 @@ class ItemIndex:
         return len(self.infos) - len(self._unavailable)
 
     def unavailable_rows(self) -> np.ndarray:
-        """Rows that may not be served (deleted or unavailable items), ascending."""
-        return np.array(sorted(self._unavailable), dtype=np.int64)
+        """Rows that may not be served (deleted or unavailable items), ascending; kept until the
+        catalogue changes (the hybrid asks for them once per batch of lists)."""
+        if self._unavailable_array is None:
+            self._unavailable_array = np.array(sorted(self._unavailable), dtype=np.int64)
+        return self._unavailable_array
 
     def row_of(self, item_id: str) -> int | None:
         return self._rows.get(item_id)
@@ -111,6 +115,7 @@ class ItemIndex:
                 self._unavailable.pop(row, None)
             else:
                 self._unavailable[row] = None
+        self._unavailable_array = None
         self.search.update(rows, self.vectors)
 
     def respaced(self, vectors: np.ndarray) -> ItemIndex:
@@ -144,6 +149,7 @@ class ItemIndex:
             self._account(self._vectors[row : row + 1], -1.0)
             self._available[row] = False
             self._unavailable[row] = None
+            self._unavailable_array = None
 
     def moments(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """sum_i u . e_i and sum_i (u . e_i)^2 over the servable items, for each user vector
