@@ -33,17 +33,37 @@ class Scored:
     reasons: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Mean and standard deviation of a term over the servable items, per user (B,)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def z(self, b: int, raw: np.ndarray) -> np.ndarray:
+        std = float(self.std[b])
+        if std <= 1e-9:
+            return np.zeros(len(raw), dtype=np.float32)
+        return ((raw - self.mean[b]) / std).astype(np.float32)
+
+    @classmethod
+    def of_sums(cls, total: np.ndarray, squares: np.ndarray, n: int) -> Moments:
+        mean = np.asarray(total, dtype=np.float64) / max(n, 1)
+        var = np.asarray(squares, dtype=np.float64) / max(n, 1) - mean**2
+        return cls(mean, np.sqrt(np.maximum(var, 0.0)))
+
+
 def zscore_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(x - mean) / std per row over the columns where ``mask`` holds; constant rows give 0.
+    """(x - mean) / std per row over the columns where ``mask`` holds; constant rows give 0. The
+    same :class:`Moments` as the scorer's, taken over the given columns.
 
     >>> z = zscore_rows(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]), np.array([True, True, True]))
     >>> [[round(float(v), 3) for v in row] for row in z]
     [[-1.225, 0.0, 1.225], [0.0, 0.0, 0.0]]
     """
-    cols = x[:, mask] if not mask.all() else x
-    mean = cols.mean(axis=1, keepdims=True)
-    std = cols.std(axis=1, keepdims=True)
-    return np.where(std > 1e-9, (x - mean) / np.where(std > 1e-9, std, 1.0), 0.0).astype(np.float32)
+    cols = (x[:, mask] if not mask.all() else x).astype(np.float64)
+    moments = Moments.of_sums(cols.sum(axis=1), (cols * cols).sum(axis=1), cols.shape[1])
+    return np.stack([moments.z(b, row) for b, row in enumerate(x)]) if len(x) else x.astype(np.float32)
 
 
 def weighted_terms(
@@ -81,26 +101,6 @@ class CandidateSizes:
     cf: int = 200
     trending: int = 50
     exact: bool = False
-
-
-@dataclass(frozen=True)
-class Moments:
-    """Mean and standard deviation of a term over the servable items, per user (B,)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    def z(self, b: int, raw: np.ndarray) -> np.ndarray:
-        std = float(self.std[b])
-        if std <= 1e-9:
-            return np.zeros(len(raw), dtype=np.float32)
-        return ((raw - self.mean[b]) / std).astype(np.float32)
-
-    @classmethod
-    def of_sums(cls, total: np.ndarray, squares: np.ndarray, n: int) -> Moments:
-        mean = np.asarray(total, dtype=np.float64) / max(n, 1)
-        var = np.asarray(squares, dtype=np.float64) / max(n, 1) - mean**2
-        return cls(mean, np.sqrt(np.maximum(var, 0.0)))
 
 
 @dataclass
