@@ -299,6 +299,17 @@ class WorkerRun:
         self.broker.stop()
 
 
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def worker_rss(args, console: Console) -> dict:
     checkpoints = sorted({c for c in args.checkpoints if 0 < c < args.users} | {args.users})
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=args.workdir))
@@ -309,14 +320,7 @@ def worker_rss(args, console: Console) -> dict:
         with console.status("starting the worker and indexing the catalogue (all-MiniLM-L6-v2)"):
             run.start()
         rows.append(run.measure("0 users (catalogue indexed)"))
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with progress_bar(console) as progress:
             for c in checkpoints:
                 n = c - run.users
                 seconds = run.send_users(n, args.events_per_user, progress)
@@ -333,14 +337,7 @@ def worker_rss(args, console: Console) -> dict:
         if args.ttl_s is not None:
             waited = run.wait_expired(timeout_s=args.ttl_s * 3 + 120)
             rows.append(run.measure(f"after expiry (waited {waited:.0f} s)"))
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress:
+            with progress_bar(console) as progress:
                 run.send_users(args.users, args.events_per_user, progress)
             rows.append(run.measure(f"second wave: {args.users:,} new users"))
             expiry = {"ttl_s": args.ttl_s, "waited_s": round(waited)}
