@@ -40,11 +40,11 @@ class Moments:
     mean: np.ndarray
     std: np.ndarray
 
-    def z(self, b: int, raw: np.ndarray) -> np.ndarray:
-        std = float(self.std[b])
-        if std <= 1e-9:
-            return np.zeros(len(raw), dtype=np.float32)
-        return ((raw - self.mean[b]) / std).astype(np.float32)
+    def z(self, raw: np.ndarray) -> np.ndarray:
+        """(raw - mean) / std of each user's row of ``raw`` (B, C); 0 where a term is constant."""
+        std = self.std[:, None]
+        z = (raw - self.mean[:, None]) / np.where(std > 1e-9, std, 1.0)
+        return np.where(std > 1e-9, z, 0.0).astype(np.float32)
 
     @classmethod
     def of_sums(cls, total: np.ndarray, squares: np.ndarray, n: int) -> Moments:
@@ -63,7 +63,7 @@ def zscore_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     cols = (x[:, mask] if not mask.all() else x).astype(np.float64)
     moments = Moments.of_sums(cols.sum(axis=1), (cols * cols).sum(axis=1), cols.shape[1])
-    return np.stack([moments.z(b, row) for b, row in enumerate(x)]) if len(x) else x.astype(np.float32)
+    return moments.z(x) if len(x) else x.astype(np.float32)
 
 
 def weighted_terms(
@@ -108,6 +108,7 @@ class _Terms:
     """What each term of a batch of users needs: their vectors, sparse CF scores and the rows
     CF used, and each term's moments over the servable items."""
 
+    n: int = 0  # users
     users: np.ndarray | None = None
     cf: list[SparseScores] | None = None
     cf_history: list[list[int]] = field(default_factory=list)
@@ -169,20 +170,25 @@ class HybridScorer:
             np.union1d(self._consumed_rows(s), self._rows(list(exclude[b])) if exclude and exclude[b] else [])
             for b, s in enumerate(states)
         ]
+        rows, valid = _padded(self._candidates(terms, excluded))
+        total, parts = self._score(terms, rows)
+        total[~valid] = -np.inf
+        order = np.argsort(-total, axis=1, kind="stable")[:, :pool_size]  # ties: the lower row first
         lists = []
-        for b, rows in enumerate(self._candidates(terms, excluded)):
-            total, parts = self._score(terms, b, rows)
-            top = top_k(total, pool_size)
-            pool, scores = rows[top], total[top]
+        for b, top in enumerate(order):
+            top = top[valid[b, top]]
+            pool, scores = rows[b, top], total[b, top]
             if self.mmr_lambda < 1 and len(pool):
-                order = mmr_rerank(scores, self.index.vectors[pool], k, self.mmr_lambda)
-                pool, scores, top = pool[order], scores[order], top[order]
-            contributions = {name: part[top] for name, part in parts.items()}
-            reasons = self._explain(states[b], pool, contributions, terms.cf_history[b] if terms.cf_history else [])
+                picked = mmr_rerank(scores, self.index.vectors[pool], k, self.mmr_lambda)
+                pool, scores, top = pool[picked], scores[picked], top[picked]
+            contributions = np.stack([part[b, top] for part in parts.values()]) if parts else np.zeros((0, len(top)))
+            history = terms.cf_history[b] if terms.cf_history else []
+            reasons = self._explain(states[b], pool, list(parts), contributions, history)
+            infos = self.index.infos
             lists.append(
                 [
-                    Scored(self.index.infos[r].item_id, float(s), why)
-                    for r, s, why in zip(pool, scores, reasons, strict=True)
+                    Scored(infos[r].item_id, s, why)
+                    for r, s, why in zip(pool.tolist(), scores.tolist(), reasons, strict=True)
                 ]
             )
         return lists
@@ -190,20 +196,11 @@ class HybridScorer:
     def score_all(self, states: Sequence[UserState]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Hybrid scores of every item for each state (n_states, n_items) and the weighted parts
         (unavailable items included: the caller masks them)."""
-        n = len(self.index)
-        terms = self._terms(states)
-        every = np.arange(n)
-        total = np.zeros((len(states), n), dtype=np.float32)
-        parts: dict[str, np.ndarray] = {}
-        for b in range(len(states)):
-            total[b], row_parts = self._score(terms, b, every)
-            for name, part in row_parts.items():
-                parts.setdefault(name, np.zeros((len(states), n), dtype=np.float32))[b] = part
-        return total, parts
+        return self._score(self._terms(states), np.arange(len(self.index)))
 
     def score_rows(self, state: UserState, rows: np.ndarray) -> np.ndarray:
         """The hybrid score of the items at ``rows`` for one user (as a full ranking would give)."""
-        return self._score(self._terms([state]), 0, np.asarray(rows, dtype=np.int64))[0]
+        return self._score(self._terms([state]), np.asarray(rows, dtype=np.int64))[0][0]
 
     def other_terms(self, states: Sequence[UserState]) -> np.ndarray:
         """The hybrid without its content term, b_cf * z(cf) + b_trend * z(pop), for each state
@@ -217,7 +214,7 @@ class HybridScorer:
         """What each term needs per user, with its moments over the servable items."""
         w, index = self.weights, self.index
         n_available = index.n_available
-        terms = _Terms()
+        terms = _Terms(n=len(states))
         if w.content:
             terms.users = np.stack([s.preference.direction() for s in states]).astype(np.float32)
             total, squares = index.moments(terms.users)
@@ -266,23 +263,26 @@ class HybridScorer:
                 found[b].append(top[~np.isin(top, excluded[b])][: sizes.trending])
         return [np.unique(np.concatenate(f)) if f else np.zeros(0, dtype=np.int64) for f in found]
 
-    def _score(self, terms: _Terms, b: int, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The hybrid score of ``rows`` for user ``b`` and its weighted parts."""
+    def _score(self, terms: _Terms, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The hybrid score of ``rows`` for each user of ``terms`` (B, C) and its weighted parts;
+        ``rows`` is (B, C), one row of candidates per user, or (C,), the same items for all."""
         w = self.weights
+        shared = rows.ndim == 1
+        shape = (terms.n, rows.shape[-1])
         parts: dict[str, np.ndarray] = {}
         if "content" in terms.moments and terms.users is not None:
-            raw = self.index.vectors[rows] @ terms.users[b]
-            parts["content"] = np.float32(w.content) * terms.moments["content"].z(b, raw)
+            vectors = self.index.vectors[rows]
+            if shared:
+                raw = terms.users @ vectors.T
+            else:
+                raw = np.matmul(vectors, terms.users[:, :, None], dtype=np.float32)[:, :, 0]
+            parts["content"] = np.float32(w.content) * terms.moments["content"].z(raw)
         if "cf" in terms.moments and terms.cf is not None:
-            scores = terms.cf[b]
-            at = np.searchsorted(scores.rows, rows)
-            at = np.minimum(at, max(len(scores.rows) - 1, 0))
-            hit = (scores.rows[at] == rows) if len(scores.rows) else np.zeros(len(rows), bool)
-            raw = np.where(hit, scores.values[at] if len(scores.rows) else 0.0, 0.0)
-            parts["cf"] = np.float32(w.cf) * terms.moments["cf"].z(b, raw)
+            parts["cf"] = np.float32(w.cf) * terms.moments["cf"].z(_lookup(terms.cf, rows, len(self.index) + 1))
         if "trending" in terms.moments and self.trending is not None:
-            parts["trending"] = np.float32(w.trending) * terms.moments["trending"].z(b, self.trending.values(rows))
-        total = np.zeros(len(rows), dtype=np.float32)
+            values = self.trending.values(rows.ravel()).reshape(rows.shape)
+            parts["trending"] = np.float32(w.trending) * terms.moments["trending"].z(np.broadcast_to(values, shape))
+        total = np.zeros(shape, dtype=np.float32)
         for part in parts.values():
             total += part
         return total, parts
@@ -293,29 +293,42 @@ class HybridScorer:
         return [r for r in rows if r is not None]
 
     def _explain(
-        self, state: UserState, pool: np.ndarray, contributions: dict[str, np.ndarray], cf_history: list[int]
+        self,
+        state: UserState,
+        pool: np.ndarray,
+        names: list[str],
+        contributions: np.ndarray,
+        cf_history: list[int],
     ) -> list[tuple[str, ...]]:
-        """1-3 reasons per item of ``pool``, one per component that lifted it, strongest first.
-        Similarities to the user's history are computed once per list, not per item."""
+        """1-3 reasons per item of ``pool``, one per term that lifted it, strongest first;
+        ``contributions[t, j]`` is term ``names[t]``'s part of item j's score. Similarities to
+        the user's history are computed once per list, not per item."""
         infos = self.index.infos
         liked = list(
             dict.fromkeys(
                 reversed([r for h in state.history if h.weight > 0 and (r := self.index.row_of(h.item_id)) is not None])
             )
         )[:20]
-        content_sims = self.index.vectors[liked] @ self.index.vectors[pool].T if liked else None
+        like_of = (self.index.vectors[liked] @ self.index.vectors[pool].T).argmax(axis=0).tolist() if liked else None
         cf_rows = self.cf.recent_rows(cf_history) if self.cf and cf_history else []
-        cf_sims = self.cf.similarity(cf_rows, pool) if cf_rows and self.cf is not None else None
+        bought_with: list[int | None] = [None] * len(pool)
+        if cf_rows and self.cf is not None:
+            sims = self.cf.similarity(cf_rows, pool)
+            bought_with = [
+                int(a) if s > 0 else None for a, s in zip(sims.argmax(axis=0), sims.max(axis=0), strict=True)
+            ]
+        ranking = np.argsort(-contributions, axis=0, kind="stable").T.tolist()  # per item: terms, strongest first
+        lifted = (contributions > 0).T.tolist()
         out = []
-        for j, row in enumerate(pool):  # contributions[name][j]: the part of pool item j
-            ranked = sorted(contributions, key=lambda name: -contributions[name][j])
-            chosen = [name for name in ranked if contributions[name][j] > 0][:3] or ranked[:1]
+        for j, row in enumerate(pool.tolist()):
+            chosen = [t for t in ranking[j] if lifted[j][t]][:3] or ranking[j][:1]
             reasons = []
-            for name in chosen:
-                if name == "content" and content_sims is not None:
-                    reasons.append(f"similar to {infos[liked[int(content_sims[:, j].argmax())]].title}")
-                elif name == "cf" and cf_sims is not None and cf_sims[:, j].max() > 0:
-                    reasons.append(f"often bought with {infos[cf_rows[int(cf_sims[:, j].argmax())]].title}")
+            for t in chosen:
+                name = names[t]
+                if name == "content" and like_of is not None:
+                    reasons.append(f"similar to {infos[liked[like_of[j]]].title}")
+                elif name == "cf" and (a := bought_with[j]) is not None:
+                    reasons.append(f"often bought with {infos[cf_rows[a]].title}")
                 elif name == "trending":
                     category = infos[row].category
                     reasons.append(f"trending in {category}" if category else "trending now")
@@ -340,3 +353,27 @@ class HybridScorer:
     def _rows(self, item_ids: list[str]) -> np.ndarray:
         rows = [self.index.row_of(i) for i in item_ids]
         return np.array([r for r in rows if r is not None], dtype=np.int64)
+
+
+def _padded(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user candidate rows as one (B, C) matrix (C: the longest list), padded with row 0,
+    and where it holds a real candidate."""
+    width = max((len(c) for c in candidates), default=0)
+    rows = np.zeros((len(candidates), width), dtype=np.int64)
+    valid = np.zeros((len(candidates), width), dtype=bool)
+    for b, c in enumerate(candidates):
+        rows[b, : len(c)] = c
+        valid[b, : len(c)] = True
+    return rows, valid
+
+
+def _lookup(scores: list[SparseScores], rows: np.ndarray, stride: int) -> np.ndarray:
+    """Each user's sparse score at ``rows`` (B, C) or (C,) shared, 0 where it has none: one
+    search over every user's sorted rows, offset by ``b * stride`` so the users stay apart."""
+    keys = np.concatenate([s.rows + b * stride for b, s in enumerate(scores)] + [np.zeros(0, np.int64)])
+    values = np.concatenate([s.values for s in scores] + [np.zeros(0, np.float32)])
+    wanted = rows + (np.arange(len(scores), dtype=np.int64) * stride)[:, None]
+    if not len(keys):
+        return np.zeros(wanted.shape, dtype=np.float32)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, values[at], np.float32(0.0))
