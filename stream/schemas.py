@@ -96,6 +96,37 @@ class Recommendation(BaseModel):
     k: int
 
 
+def encode_recommendation(
+    user_id: str,
+    items: list[tuple[str, float, list[str]]],
+    model_version: str,
+    trigger_event_id: str,
+    event_ts: int,
+    published_ts: int,
+    k: int,
+) -> bytes:
+    """The bytes of ``Recommendation(...).model_dump_json()`` from values the worker made itself
+    ((item_id, score, reasons) per item), without a model's validation: the worker's hot path.
+
+    >>> raw = encode_recommendation("u1", [("i1", 0.5, ["trending now"])], "content:m", "e1", 1, 2, 10)
+    >>> Recommendation.model_validate_json(raw).items[0].reasons
+    ['trending now']
+    """
+    return json.dumps(
+        {
+            "user_id": user_id,
+            "items": [{"item_id": i, "score": score, "reasons": reasons} for i, score, reasons in items],
+            "model_version": model_version,
+            "trigger_event_id": trigger_event_id,
+            "event_ts": event_ts,
+            "published_ts": published_ts,
+            "k": k,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
 class DeadLetter(BaseModel):
     """A record that could not be processed (``events.dlq``), with why and where it came from."""
 

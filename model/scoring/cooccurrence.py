@@ -85,11 +85,13 @@ class CFScoring:
             return out
         order = np.argsort(items, kind="stable")
         ranked = items[order]
-        for a, h in enumerate(rows):
-            cols, sims = self.neighbours_of(h)
-            at = np.minimum(np.searchsorted(ranked, cols), len(ranked) - 1)
-            hit = ranked[at] == cols
-            out[a, order[at[hit]]] = sims[hit]
+        lists = [self.neighbours_of(h) for h in rows]
+        cols = np.concatenate([c for c, _ in lists] + [np.zeros(0, np.int64)])
+        sims = np.concatenate([v for _, v in lists] + [np.zeros(0, np.float32)])
+        owner = np.repeat(np.arange(len(rows)), [len(c) for c, _ in lists])
+        at = np.minimum(np.searchsorted(ranked, cols), len(ranked) - 1)
+        hit = ranked[at] == cols
+        out[owner[hit], order[at[hit]]] = sims[hit]
         return out
 
 

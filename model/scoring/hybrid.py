@@ -15,6 +15,8 @@ from model.scoring.topk import top_k
 from model.scoring.trending import TrendingPopularity
 from model.user.state import UserState
 
+_USERS_AT_ONCE = 64  # users ranked in one matrix (faster than larger ones, measured)
+
 
 @dataclass(frozen=True)
 class HybridWeights:
@@ -97,8 +99,8 @@ class CandidateSizes:
     ``trending`` most trending items. ``exact`` ranks every item instead (to measure what the
     candidate stage costs; never at catalogue scale)."""
 
-    content: int = 200
-    cf: int = 200
+    content: int = 100
+    cf: int = 100
     trending: int = 50
     exact: bool = False
 
@@ -112,6 +114,7 @@ class _Terms:
     users: np.ndarray | None = None
     cf: list[SparseScores] | None = None
     cf_history: list[list[int]] = field(default_factory=list)
+    liked: list[list[int]] = field(default_factory=list)  # rows the user liked, most recent first
     moments: dict[str, Moments] = field(default_factory=dict)
 
 
@@ -164,6 +167,14 @@ class HybridScorer:
         """One list per state, scored together; ``exclude`` adds item ids to skip per user."""
         if not states or self.index.n_available == 0:
             return [[] for _ in states]
+        if len(states) > _USERS_AT_ONCE:  # bounded matrices: (users x candidates x dim) stays in cache
+            return [
+                scored
+                for s in range(0, len(states), _USERS_AT_ONCE)
+                for scored in self.recommend(
+                    states[s : s + _USERS_AT_ONCE], k, exclude[s : s + _USERS_AT_ONCE] if exclude else None
+                )
+            ]
         terms = self._terms(states)
         pool_size = max(k, self.candidates) if self.mmr_lambda < 1 else k
         excluded = [
@@ -183,7 +194,7 @@ class HybridScorer:
                 pool, scores, top = pool[picked], scores[picked], top[picked]
             contributions = np.stack([part[b, top] for part in parts.values()]) if parts else np.zeros((0, len(top)))
             history = terms.cf_history[b] if terms.cf_history else []
-            reasons = self._explain(states[b], pool, list(parts), contributions, history)
+            reasons = self._explain(terms.liked[b][:20], pool, list(parts), contributions, history)
             infos = self.index.infos
             lists.append(
                 [
@@ -219,8 +230,12 @@ class HybridScorer:
             terms.users = np.stack([s.preference.direction() for s in states]).astype(np.float32)
             total, squares = index.moments(terms.users)
             terms.moments["content"] = Moments.of_sums(total, squares, n_available)
+        history = [[(self.index.row_of(h.item_id), h) for h in s.history] for s in states]
+        terms.liked = [
+            list(dict.fromkeys(r for r, h in reversed(rows) if r is not None and h.weight > 0)) for rows in history
+        ]
         if w.cf and self.cf is not None:
-            terms.cf_history = [self._cf_history(s) for s in states]
+            terms.cf_history = [[r for r, h in rows if r is not None and not h.is_rejection] for rows in history]
             terms.cf = [self.cf.sparse_scores(h) for h in terms.cf_history]
             live = [index.available[s.rows] if len(s.rows) else np.zeros(0, bool) for s in terms.cf]
             terms.moments["cf"] = Moments.of_sums(
@@ -288,27 +303,18 @@ class HybridScorer:
         return total, parts
 
     # -- helpers -----------------------------------------------------------------------------
-    def _cf_history(self, state: UserState) -> list[int]:
-        rows = [self.index.row_of(h.item_id) for h in state.history if not h.is_rejection]
-        return [r for r in rows if r is not None]
-
     def _explain(
         self,
-        state: UserState,
+        liked: list[int],
         pool: np.ndarray,
         names: list[str],
         contributions: np.ndarray,
         cf_history: list[int],
     ) -> list[tuple[str, ...]]:
         """1-3 reasons per item of ``pool``, one per term that lifted it, strongest first;
-        ``contributions[t, j]`` is term ``names[t]``'s part of item j's score. Similarities to
-        the user's history are computed once per list, not per item."""
+        ``contributions[t, j]`` is term ``names[t]``'s part of item j's score; ``liked``: the
+        rows the user liked, most recent first. Similarities to them are computed once per list."""
         infos = self.index.infos
-        liked = list(
-            dict.fromkeys(
-                reversed([r for h in state.history if h.weight > 0 and (r := self.index.row_of(h.item_id)) is not None])
-            )
-        )[:20]
         like_of = (self.index.vectors[liked] @ self.index.vectors[pool].T).argmax(axis=0).tolist() if liked else None
         cf_rows = self.cf.recent_rows(cf_history) if self.cf and cf_history else []
         bought_with: list[int | None] = [None] * len(pool)

@@ -24,8 +24,7 @@ from stream.model_updates import VerifiedVersion
 from stream.schemas import (
     Event,
     InvalidEvent,
-    Recommendation,
-    RecommendedItem,
+    encode_recommendation,
     now_ms,
     parse_event,
 )
@@ -288,18 +287,16 @@ class IngestProcessor:
                 self._drifted(self.drift.observe_scores([s.score for s in scored]))
             trigger = applied[-1]
             published = now_ms()
-            rec = Recommendation(
-                user_id=user,
-                items=[
-                    RecommendedItem(item_id=s.item_id, score=round(s.score, 6), reasons=list(s.reasons)) for s in scored
-                ],
-                model_version=self.model_version,
-                trigger_event_id=trigger.event_id,
-                event_ts=trigger.ts,
-                published_ts=published,
-                k=self.settings.k,
+            rec = encode_recommendation(
+                user,
+                [(s.item_id, round(s.score, 6), list(s.reasons)) for s in scored],
+                self.model_version,
+                trigger.event_id,
+                trigger.ts,
+                published,
+                self.settings.k,
             )
-            await self.publish(user.encode(), rec.model_dump_json().encode())
+            await self.publish(user.encode(), rec)
             metrics.RECOMMENDATIONS_PUBLISHED.inc()
             for event in applied:
                 metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from stream.schemas import InvalidEvent, dead_letter, parse_event, parse_item
+from stream.schemas import (
+    InvalidEvent,
+    Recommendation,
+    RecommendedItem,
+    dead_letter,
+    encode_recommendation,
+    parse_event,
+    parse_item,
+)
 
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1_700_000_000_000}
 
@@ -59,3 +67,21 @@ def test_items_default_to_available_and_accept_deletion():
     item = parse_item(b'{"item_id": "i1", "title": "Red shoes", "tags": ["running"]}')
     assert item.available and not item.deleted
     assert parse_item(b'{"item_id": "i1", "title": "x", "deleted": true}').deleted
+
+
+def test_the_worker_encoding_of_a_list_is_the_contract_s_recommendation():
+    items = [("sku-é", -1.25e-07, ['similar to Café "Noir"', "trending now"]), ("sku-2", 3.5, [])]
+    raw = encode_recommendation(
+        "user ü", items, "hybrid:v1+adapter:a2", "e-9", 1_700_000_000_000, 1_700_000_000_123, 10
+    )
+    expected = Recommendation(
+        user_id="user ü",
+        items=[RecommendedItem(item_id=i, score=s, reasons=r) for i, s, r in items],
+        model_version="hybrid:v1+adapter:a2",
+        trigger_event_id="e-9",
+        event_ts=1_700_000_000_000,
+        published_ts=1_700_000_000_123,
+        k=10,
+    )
+    assert Recommendation.model_validate_json(raw) == expected
+    assert json.loads(raw) == json.loads(expected.model_dump_json())
