@@ -238,7 +238,13 @@ def demo(
 
 @app.command()
 def evaluate(
-    dataset: Annotated[str | None, typer.Option(help="built-in dataset: movielens-100k")] = "movielens-100k",
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="built-in dataset: movielens-100k, or completejourney[:N] (grocery receipts of N "
+            "households drawn at random, default 100; 'all': 2,469)"
+        ),
+    ] = "movielens-100k",
     events_file: Annotated[
         Path | None, typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")
     ] = None,

@@ -47,13 +47,27 @@ def load_log(dataset: str | None, events_file: Path | None, items_file: Path | N
         events = _read_events(events_file)
         items = _read_items(items_file) if items_file else []
         return events, items
+    if dataset and dataset.partition(":")[0] == "completejourney":
+        return _complete_journey(dataset.partition(":")[2])
     if dataset != "movielens-100k":
-        raise ValueError(f"unknown dataset {dataset!r}: use movielens-100k or --events-file")
+        raise ValueError(f"unknown dataset {dataset!r}: use movielens-100k, completejourney[:N] or --events-file")
     from model.evaluation.datasets import load_movies, load_ratings
 
     events = [Interaction(r.user_id, r.item_id, r.ts_ms, "rating", r.rating) for r in load_ratings()]
     items = [(m.item_id, m.display_title, m.category, m.tags, None) for m in load_movies()]
     return events, items
+
+
+def _complete_journey(households: str) -> tuple[list[Interaction], list[tuple]]:
+    """``completejourney``: a sample of DEFAULT_HOUSEHOLDS households; ``completejourney:N``:
+    N of them; ``completejourney:all``: every household."""
+    from model.evaluation.grocery import DEFAULT_HOUSEHOLDS, load_complete_journey
+
+    if households not in ("", "all") and not households.isdigit():
+        raise ValueError(f"completejourney:{households}: give a number of households or 'all'")
+    n = None if households == "all" else int(households) if households else DEFAULT_HOUSEHOLDS
+    events, products = load_complete_journey(n)
+    return events, [(p.item_id, p.title, p.department, [], p.description) for p in products]
 
 
 def _rows(path: Path) -> list[dict]:
