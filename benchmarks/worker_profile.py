@@ -24,7 +24,6 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the worker's one core
 
-import numpy as np
 from catalogue_scale import N_CATEGORIES, vector_chunks, workload
 
 from common import describe

@@ -150,6 +150,7 @@ def model_factories(
     settings = settings or Settings()
     weights = settings.hybrid_weights()
     sizes = settings.candidate_sizes()
+    policy = settings.serving_policy()
     schedule = schedule or settings.finetune_schedule()
     factories: dict[str, Callable[[], Recommender]] = {
         "popularity": Popularity,
@@ -167,15 +168,18 @@ def model_factories(
         index = catalogue.index
 
         def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
-            return lambda: OnlineHybrid(index, weights, name=name, sizes=sizes)
+            return lambda: OnlineHybrid(index, weights, name=name, policy=policy, sizes=sizes)
 
-        factories["content-only"] = hybrid("content-only", HybridWeights(content=1.0, cf=0.0, trending=0.0))
-        factories["cf-only"] = hybrid("cf-only", HybridWeights(content=0.0, cf=1.0, trending=0.0))
+        only = HybridWeights(content=0.0, cf=0.0, trending=0.0, repurchase=0.0)
+        factories["content-only"] = hybrid("content-only", replace(only, content=1.0))
+        factories["cf-only"] = hybrid("cf-only", replace(only, cf=1.0))
         factories["hybrid"] = hybrid("hybrid", weights)
         factories["hybrid-exact"] = lambda: OnlineHybrid(
-            index, weights, name="hybrid-exact", sizes=replace(sizes, exact=True)
+            index, weights, name="hybrid-exact", policy=policy, sizes=replace(sizes, exact=True)
         )
-        factories["hybrid-mmr"] = lambda: OnlineHybrid(index, weights, name="hybrid-mmr", mmr_lambda=0.8, sizes=sizes)
+        factories["hybrid-mmr"] = lambda: OnlineHybrid(
+            index, weights, name="hybrid-mmr", policy=replace(policy, mmr_lambda=0.8), sizes=sizes
+        )
         factories["hybrid-finetuned"] = lambda: FinetunedHybrid(
             index, catalogue.texts, catalogue.encoder, weights, schedule
         )

@@ -8,11 +8,13 @@ from pydantic_settings import SettingsConfigDict
 from model.finetune.cycle import FinetuneSchedule
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
 from model.scoring.hybrid import CandidateSizes, HybridWeights
+from model.scoring.policy import ServingPolicy
 from stream.kafka.connection import KafkaConnection
 
 _CYCLE = FinetuneSchedule()  # the defaults of the fine-tune fields below
 _WEIGHTS = HybridWeights()  # and of the hybrid's betas
 _SIZES = CandidateSizes()  # and of its candidate stage
+_POLICY = ServingPolicy()  # and of what its lists may contain
 
 
 class Settings(KafkaConnection):
@@ -58,7 +60,21 @@ class Settings(KafkaConnection):
     weight_content: float = Field(_WEIGHTS.content, ge=0, description="hybrid beta of the content score")
     weight_cf: float = Field(_WEIGHTS.cf, ge=0, description="hybrid beta of the collaborative-filtering score")
     weight_trending: float = Field(_WEIGHTS.trending, ge=0, description="hybrid beta of the trending score")
-    mmr_lambda: float = Field(1.0, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse")
+    weight_repurchase: float = Field(
+        _WEIGHTS.repurchase, ge=0, description="hybrid beta of the buy-again score of past purchases"
+    )
+    mmr_lambda: float = Field(
+        _POLICY.mmr_lambda, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse"
+    )
+    recent_window_s: float = Field(
+        _POLICY.recent_window_s, ge=0, description="items a user saw this recently are not served back to them"
+    )
+    due_threshold: float = Field(
+        _POLICY.due_threshold,
+        ge=0,
+        le=1,
+        description="a past purchase is served again once its buy-again score reaches this",
+    )
     cf_neighbours: int = Field(
         100, ge=1, description="learner: CF neighbours per item in a snapshot (its size is O(items x this))"
     )
@@ -121,7 +137,11 @@ class Settings(KafkaConnection):
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 
     def hybrid_weights(self) -> HybridWeights:
-        return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending)
+        return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending, self.weight_repurchase)
+
+    def serving_policy(self) -> ServingPolicy:
+        """What the worker's lists, and ``streamrec evaluate``'s, may contain."""
+        return ServingPolicy(self.recent_window_s, self.due_threshold, self.mmr_lambda)
 
     def candidate_sizes(self) -> CandidateSizes:
         return CandidateSizes(self.candidates_content, self.candidates_cf, self.candidates_trending)

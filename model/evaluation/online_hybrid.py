@@ -12,6 +12,8 @@ from model.evaluation.protocol import Interaction
 from model.scoring.cooccurrence import ItemCooccurrence
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
 from model.scoring.hybrid import CandidateSizes, HybridScorer, HybridWeights
+from model.scoring.policy import ServingPolicy
+from model.scoring.repurchase import BuyAgain, RepurchaseCounts
 from model.scoring.trending import TrendingPopularity
 from model.user.preference import REJECTING_TYPES
 from model.user.state import UserState
@@ -20,7 +22,10 @@ from model.user.state import UserState
 class OnlineHybrid:
     """Test-then-learn-able hybrid: ``learn_one`` updates the user's preference vector and
     history exactly as a worker does, and CF co-occurrence and trending counts as the learner
-    does; ``recommend`` calls the same :class:`HybridScorer` the worker serves with.
+    does; ``recommend`` calls the same :class:`HybridScorer` the worker serves with, within the
+    same :class:`ServingPolicy`, as of the latest event of the log. The buy-again model is
+    rebuilt from the re-buying counts every ``buy_again_every`` purchases (the learner ships it
+    in its snapshots).
 
     >>> from model.embedding.item_index import ItemInfo
     >>> index = ItemIndex(dim=2)
@@ -42,8 +47,9 @@ class OnlineHybrid:
         history_size: int = 50,
         cf: ItemCooccurrence | None = None,
         trending: TrendingPopularity | None = None,
-        mmr_lambda: float = 1.0,
+        policy: ServingPolicy = ServingPolicy(),
         sizes: CandidateSizes = CandidateSizes(),
+        buy_again_every: int = 500,
     ) -> None:
         self.name = name
         self.index = index
@@ -51,9 +57,13 @@ class OnlineHybrid:
         self.history_size = history_size
         self.cf = cf if cf is not None else ItemCooccurrence()
         self.trending = trending if trending is not None else TrendingPopularity()
-        self.scorer = HybridScorer(index, self.cf, self.trending, weights, mmr_lambda=mmr_lambda, sizes=sizes)
+        self.scorer = HybridScorer(index, self.cf, self.trending, weights, policy=policy, sizes=sizes)
+        self.repurchase = RepurchaseCounts()
+        self.buy_again_every = buy_again_every
         self.states: dict[str, UserState] = {}
         self._events = 0
+        self._purchases = 0
+        self._now = 0  # ms: the latest event's time, when the next list is asked for
 
     def _state(self, user_id: str) -> UserState:
         state = self.states.get(user_id)
@@ -66,14 +76,21 @@ class OnlineHybrid:
         if row is None:
             return
         self._events += 1
+        self._now = max(self._now, event.ts)
         state = self.states.setdefault(event.user_id, self._state(event.user_id))
         state.learn(f"#{self._events}", event.item_id, event.type, event.value, event.ts, self.index.vectors[row])
         if event.type not in REJECTING_TYPES:
             self.cf.learn_one(event.user_id, row, event.ts)
             self.trending.learn_one(row, event.ts)
+        if event.type == "purchase":
+            self.repurchase.learn_one(event.user_id, row, event.ts)
+            self._purchases += 1
+            if self._purchases % self.buy_again_every == 0:
+                categories = [info.category for info in self.index.infos]
+                self.scorer.buy_again = BuyAgain(self.repurchase.rows(len(self.index)), categories)
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
-        [scored] = self.scorer.recommend([self._state(user_id)], k, [set(exclude)])
+        [scored] = self.scorer.recommend([self._state(user_id)], k, [set(exclude)], now_ms=[self._now])
         return [s.item_id for s in scored]
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:

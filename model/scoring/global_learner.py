@@ -11,6 +11,7 @@ import numpy as np
 from model.scoring.cooccurrence import ItemCooccurrence
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
 from model.scoring.hybrid import HybridWeights, weighted_terms
+from model.scoring.repurchase import RepurchaseCounts
 from model.scoring.snapshot import GlobalSnapshot
 from model.scoring.trending import TrendingPopularity
 from model.user.preference import REJECTING_TYPES
@@ -39,6 +40,7 @@ class GlobalLearner:
     ) -> None:
         self.cf = ItemCooccurrence()
         self.trending = TrendingPopularity(half_life_s)
+        self.repurchase = RepurchaseCounts()
         self.item_ids: list[str] = []
         self._rows: dict[str, int] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -81,6 +83,7 @@ class GlobalLearner:
             self._seen.popitem(last=False)
         if event_type == "forget_user":
             self.cf.recent.pop(user_id, None)  # the global counts keep no user identity
+            self.repurchase.forget(user_id)
             return True
         if item_id is None or event_type in REJECTING_TYPES:
             return True
@@ -90,9 +93,14 @@ class GlobalLearner:
             self.item_ids.append(item_id)
         self.cf.learn_one(user_id, row, ts)
         self.trending.learn_one(row, ts)
+        if event_type == "purchase":
+            self.repurchase.learn_one(user_id, row, ts)
         self.events += 1
         return True
 
     def snapshot(self) -> GlobalSnapshot:
-        """CF neighbour lists (top ``cf_neighbours`` per item) and trending counts, by item id."""
-        return GlobalSnapshot.capture(self.item_ids, self.cf, self.trending, self.cf_min_item_count, self.cf_neighbours)
+        """CF neighbour lists (top ``cf_neighbours`` per item), trending counts and re-buying
+        statistics, by item id."""
+        return GlobalSnapshot.capture(
+            self.item_ids, self.cf, self.trending, self.cf_min_item_count, self.cf_neighbours, self.repurchase
+        )

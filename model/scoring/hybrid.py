@@ -11,6 +11,8 @@ import numpy as np
 from model.embedding.item_index import ItemIndex
 from model.scoring.cooccurrence import CFScoring, SparseScores
 from model.scoring.diversity import mmr_rerank
+from model.scoring.policy import ServingPolicy
+from model.scoring.repurchase import DAY_MS, BuyAgain
 from model.scoring.topk import top_k
 from model.scoring.trending import TrendingPopularity
 from model.user.state import UserState
@@ -26,6 +28,7 @@ class HybridWeights:
     content: float = 0.3
     cf: float = 1.0
     trending: float = 0.2
+    repurchase: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,24 +117,27 @@ class _Terms:
     users: np.ndarray | None = None
     cf: list[SparseScores] | None = None
     cf_history: list[list[int]] = field(default_factory=list)
+    due: list[SparseScores] | None = None  # buy-again scores of the user's past purchases
+    bought_days: list[dict[int, float]] = field(default_factory=list)  # row -> days since bought
     liked: list[list[int]] = field(default_factory=list)  # rows the user liked, most recent first
     moments: dict[str, Moments] = field(default_factory=dict)
 
 
 class HybridScorer:
-    """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i)),
-    in two stages: candidates, then the ranking of the candidates only.
+    """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i))
+    + b_rep * z(due(u, i)), in two stages: candidates, then the ranking of the candidates only.
 
     z(.) standardises a term by its mean and standard deviation over the servable items, known
     in closed form without a pass over the catalogue: for content from the index's running sums
-    (mean = u . m, var = u' S u - mean^2), for CF from the user's sparse scores (zero elsewhere),
-    for trending from the model's running sums. So a candidate's score is exactly the score the
-    full catalogue would give it; the candidates (:class:`CandidateSizes`: nearest items by the
-    index's vector search, best CF neighbours of the user's recent items, top trending) decide
-    which items are ranked. A user without history has only the trending term: cold start.
-    Consumed and unavailable items are never served. With ``mmr_lambda < 1`` the best
-    ``candidates`` are re-ranked by MMR for diversity. Each item carries 1-3 reasons, one per term
-    that lifted it, strongest first.
+    (mean = u . m, var = u' S u - mean^2), for CF and buy-again from the user's sparse scores
+    (zero elsewhere), for trending from the model's running sums. So a candidate's score is
+    exactly the score the full catalogue would give it; the candidates (:class:`CandidateSizes`:
+    nearest items by the index's vector search, best CF neighbours of the user's recent items,
+    top trending, and every past purchase due again) decide which items are ranked. A user
+    without history has only the trending term: cold start. What a list may contain is the
+    :class:`ServingPolicy` (consumed and just-seen items only when due again, never an
+    unavailable item, MMR). due(u, i) is :class:`BuyAgain`'s, when the scorer has one. Each item
+    carries 1-3 reasons, one per term that lifted it, strongest first.
 
     >>> from model.embedding.item_index import ItemInfo
     >>> index = ItemIndex(dim=2)
@@ -149,22 +155,27 @@ class HybridScorer:
         cf: CFScoring | None = None,
         trending: TrendingPopularity | None = None,
         weights: HybridWeights = HybridWeights(),
-        mmr_lambda: float = 1.0,
-        candidates: int = 50,
+        policy: ServingPolicy = ServingPolicy(),
         sizes: CandidateSizes = CandidateSizes(),
+        buy_again: BuyAgain | None = None,
     ) -> None:
         self.index = index
         self.cf = cf
         self.trending = trending
         self.weights = weights
-        self.mmr_lambda = mmr_lambda
-        self.candidates = candidates
+        self.policy = policy
         self.sizes = sizes
+        self.buy_again = buy_again
 
     def recommend(
-        self, states: Sequence[UserState], k: int, exclude: Sequence[Collection[str]] | None = None
+        self,
+        states: Sequence[UserState],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        now_ms: Sequence[int] | None = None,
     ) -> list[list[Scored]]:
-        """One list per state, scored together; ``exclude`` adds item ids to skip per user."""
+        """One list per state, scored together, as of ``now_ms`` (default: each user's latest
+        event), within the :class:`ServingPolicy`; ``exclude`` adds item ids to skip per user."""
         if not states or self.index.n_available == 0:
             return [[] for _ in states]
         if len(states) > _USERS_AT_ONCE:  # bounded matrices: (users x candidates x dim) stays in cache
@@ -172,14 +183,19 @@ class HybridScorer:
                 scored
                 for s in range(0, len(states), _USERS_AT_ONCE)
                 for scored in self.recommend(
-                    states[s : s + _USERS_AT_ONCE], k, exclude[s : s + _USERS_AT_ONCE] if exclude else None
+                    states[s : s + _USERS_AT_ONCE],
+                    k,
+                    exclude[s : s + _USERS_AT_ONCE] if exclude else None,
+                    now_ms[s : s + _USERS_AT_ONCE] if now_ms else None,
                 )
             ]
-        terms = self._terms(states)
-        pool_size = max(k, self.candidates) if self.mmr_lambda < 1 else k
+        nows = list(now_ms) if now_ms else [_latest_ts(s) for s in states]
+        terms = self._terms(states, nows)
+        policy = self.policy
+        pool_size = max(k, policy.mmr_pool) if policy.mmr_lambda < 1 else k
         excluded = [
-            np.union1d(self._consumed_rows(s), self._rows(list(exclude[b])) if exclude and exclude[b] else [])
-            for b, s in enumerate(states)
+            self._excluded(s, now, exclude[b] if exclude else None, terms, b)
+            for b, (s, now) in enumerate(zip(states, nows, strict=True))
         ]
         rows, valid = _padded(self._candidates(terms, excluded))
         total, parts = self._score(terms, rows)
@@ -189,12 +205,13 @@ class HybridScorer:
         for b, top in enumerate(order):
             top = top[valid[b, top]]
             pool, scores = rows[b, top], total[b, top]
-            if self.mmr_lambda < 1 and len(pool):
-                picked = mmr_rerank(scores, self.index.vectors[pool], k, self.mmr_lambda)
+            if policy.mmr_lambda < 1 and len(pool):
+                picked = mmr_rerank(scores, self.index.vectors[pool], k, policy.mmr_lambda)
                 pool, scores, top = pool[picked], scores[picked], top[picked]
             contributions = np.stack([part[b, top] for part in parts.values()]) if parts else np.zeros((0, len(top)))
             history = terms.cf_history[b] if terms.cf_history else []
-            reasons = self._explain(terms.liked[b][:20], pool, list(parts), contributions, history)
+            bought_days = terms.bought_days[b] if terms.bought_days else {}
+            reasons = self._explain(terms.liked[b][:20], pool, list(parts), contributions, history, bought_days)
             infos = self.index.infos
             lists.append(
                 [
@@ -207,11 +224,12 @@ class HybridScorer:
     def score_all(self, states: Sequence[UserState]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Hybrid scores of every item for each state (n_states, n_items) and the weighted parts
         (unavailable items included: the caller masks them)."""
-        return self._score(self._terms(states), np.arange(len(self.index)))
+        return self._score(self._terms(states, [_latest_ts(s) for s in states]), np.arange(len(self.index)))
 
     def score_rows(self, state: UserState, rows: np.ndarray) -> np.ndarray:
         """The hybrid score of the items at ``rows`` for one user (as a full ranking would give)."""
-        return self._score(self._terms([state]), np.asarray(rows, dtype=np.int64))[0][0]
+        terms = self._terms([state], [_latest_ts(state)])
+        return self._score(terms, np.asarray(rows, dtype=np.int64))[0][0]
 
     def other_terms(self, states: Sequence[UserState]) -> np.ndarray:
         """The hybrid without its content term, b_cf * z(cf) + b_trend * z(pop), for each state
@@ -221,8 +239,9 @@ class HybridScorer:
         return total - parts["content"] if "content" in parts else total
 
     # -- the two stages ------------------------------------------------------------------------
-    def _terms(self, states: Sequence[UserState]) -> _Terms:
-        """What each term needs per user, with its moments over the servable items."""
+    def _terms(self, states: Sequence[UserState], nows: Sequence[int]) -> _Terms:
+        """What each term needs per user at time ``nows[b]``, with its moments over the servable
+        items."""
         w, index = self.weights, self.index
         n_available = index.n_available
         terms = _Terms(n=len(states))
@@ -237,18 +256,52 @@ class HybridScorer:
         if w.cf and self.cf is not None:
             terms.cf_history = [[r for r, h in rows if r is not None and not h.is_rejection] for rows in history]
             terms.cf = [self.cf.sparse_scores(h) for h in terms.cf_history]
-            live = [index.available[s.rows] if len(s.rows) else np.zeros(0, bool) for s in terms.cf]
-            terms.moments["cf"] = Moments.of_sums(
-                np.array([s.values[m].astype(np.float64).sum() for s, m in zip(terms.cf, live, strict=True)]),
-                np.array([(s.values[m].astype(np.float64) ** 2).sum() for s, m in zip(terms.cf, live, strict=True)]),
-                n_available,
-            )
+            terms.moments["cf"] = self._sparse_moments(terms.cf)
+        if self.buy_again is not None:
+            terms.bought_days, terms.due = [], []
+            for state, now in zip(states, nows, strict=True):
+                days, due = self._due(state, now)
+                terms.bought_days.append(days)
+                terms.due.append(due)
+            if w.repurchase:
+                terms.moments["repurchase"] = self._sparse_moments(terms.due)
         if w.trending and self.trending is not None:
             trend_sum, trend_squares = self.trending.moments(len(index), index.unavailable_rows())
             terms.moments["trending"] = Moments.of_sums(
                 np.full(len(states), trend_sum), np.full(len(states), trend_squares), n_available
             )
         return terms
+
+    def _sparse_moments(self, scores: list[SparseScores]) -> Moments:
+        """Moments of sparse terms (zero outside their rows) over the servable items."""
+        index = self.index
+        live = [s.values[index.available[s.rows]].astype(np.float64) if len(s.rows) else np.zeros(0) for s in scores]
+        return Moments.of_sums(
+            np.array([v.sum() for v in live]), np.array([(v * v).sum() for v in live]), index.n_available
+        )
+
+    def _due(self, state: UserState, now: int) -> tuple[dict[int, float], SparseScores]:
+        """Days since each past purchase (by row) and their buy-again scores (rows ascending)."""
+        assert self.buy_again is not None
+        bought = [(r, now - ts) for item, (_, ts) in state.bought.items() if (r := self.index.row_of(item)) is not None]
+        if not bought:
+            return {}, SparseScores.empty()
+        bought.sort()
+        rows = np.array([r for r, _ in bought], dtype=np.int64)
+        days = np.array([age for _, age in bought], dtype=np.float64) / DAY_MS
+        due = self.buy_again.due(rows, days).astype(np.float32)
+        return dict(zip(rows.tolist(), days.tolist(), strict=True)), SparseScores(rows, due)
+
+    def _excluded(
+        self, state: UserState, now: int, exclude: Collection[str] | None, terms: _Terms, b: int
+    ) -> np.ndarray:
+        """Rows the policy keeps out of the user's list (ascending): consumed and recently seen
+        items unless due again, and the caller's ``exclude``."""
+        rows = np.union1d(self._consumed_rows(state), self._rows(self.policy.recent_items(state, now)))
+        if terms.due is not None and len(terms.due[b].rows):
+            due = terms.due[b]
+            rows = np.setdiff1d(rows, due.rows[due.values >= self.policy.due_threshold], assume_unique=True)
+        return np.union1d(rows, self._rows(list(exclude))) if exclude else rows
 
     def _candidates(self, terms: _Terms, excluded: list[np.ndarray]) -> list[np.ndarray]:
         """Per user: the rows to rank, servable and not excluded."""
@@ -270,6 +323,10 @@ class HybridScorer:
                 if len(rows) > sizes.cf:
                     rows = rows[top_k(values, sizes.cf)]
                 found[b].append(rows)
+        if terms.due is not None:  # every past purchase that is due again
+            for b, due in enumerate(terms.due):
+                rows = due.rows[(due.values >= self.policy.due_threshold) & (due.rows < n)]
+                found[b].append(rows[index.available[rows] & ~np.isin(rows, excluded[b])])
         if self.trending is not None and self.weights.trending and sizes.trending:
             top = self.trending.top_rows()
             top = top[top < n]
@@ -294,6 +351,9 @@ class HybridScorer:
             parts["content"] = np.float32(w.content) * terms.moments["content"].z(raw)
         if "cf" in terms.moments and terms.cf is not None:
             parts["cf"] = np.float32(w.cf) * terms.moments["cf"].z(_lookup(terms.cf, rows, len(self.index) + 1))
+        if "repurchase" in terms.moments and terms.due is not None:
+            raw = _lookup(terms.due, rows, len(self.index) + 1)
+            parts["repurchase"] = np.float32(w.repurchase) * terms.moments["repurchase"].z(raw)
         if "trending" in terms.moments and self.trending is not None:
             values = self.trending.values(rows.ravel()).reshape(rows.shape)
             parts["trending"] = np.float32(w.trending) * terms.moments["trending"].z(np.broadcast_to(values, shape))
@@ -310,6 +370,7 @@ class HybridScorer:
         names: list[str],
         contributions: np.ndarray,
         cf_history: list[int],
+        bought_days: dict[int, float],
     ) -> list[tuple[str, ...]]:
         """1-3 reasons per item of ``pool``, one per term that lifted it, strongest first;
         ``contributions[t, j]`` is term ``names[t]``'s part of item j's score; ``liked``: the
@@ -335,6 +396,9 @@ class HybridScorer:
                     reasons.append(f"similar to {infos[liked[like_of[j]]].title}")
                 elif name == "cf" and (a := bought_with[j]) is not None:
                     reasons.append(f"often bought with {infos[cf_rows[a]].title}")
+                elif name == "repurchase" and row in bought_days:
+                    days = bought_days[row]
+                    reasons.append(f"buy again (you last bought it {_days(days)} ago)")
                 elif name == "trending":
                     category = infos[row].category
                     reasons.append(f"trending in {category}" if category else "trending now")
@@ -383,3 +447,13 @@ def _lookup(scores: list[SparseScores], rows: np.ndarray, stride: int) -> np.nda
         return np.zeros(wanted.shape, dtype=np.float32)
     at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
     return np.where(keys[at] == wanted, values[at], np.float32(0.0))
+
+
+def _latest_ts(state: UserState) -> int:
+    """When the user last did something (ms): the time their list is made for by default."""
+    return max((h.ts for h in state.history), default=0)
+
+
+def _days(days: float) -> str:
+    n = max(1, round(days))
+    return "1 day" if n == 1 else f"{n} days"

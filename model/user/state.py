@@ -40,7 +40,10 @@ class UserState:
     - ``preference``: the decayed weighted sum of item vectors (see :class:`PreferenceVector`).
     - ``history``: the last ``history_size`` (item, weight, ts), enough to rebuild the vector
       in another embedding space and to explain recommendations.
-    - ``consumed``: purchased / rated / reviewed items, never recommended again (bounded).
+    - ``consumed``: purchased / rated / reviewed items, not recommended again unless due again
+      (bounded).
+    - ``bought``: item -> [purchases, last purchase ts] of the user's purchases, most recent
+      last (bounded like ``consumed``): when a past purchase is due again.
     - ``seen_event_ids``: the last ``dedupe_window`` event ids; a replayed event changes nothing.
     - ``pending``: events naming items not yet in the catalogue, applied once they arrive.
     - ``space``: the embedding space ``preference`` lives in (the adapter version, "base"
@@ -58,6 +61,7 @@ class UserState:
     preference: PreferenceVector
     history: deque = field(default_factory=deque)
     consumed: list[str] = field(default_factory=list)
+    bought: dict[str, list[int]] = field(default_factory=dict)
     seen_event_ids: deque = field(default_factory=deque)
     last_recommended: list[str] = field(default_factory=list)
     pending: list[dict] = field(default_factory=list)
@@ -95,6 +99,11 @@ class UserState:
             self.consumed.append(item_id)
             if len(self.consumed) > self.consumed_limit:
                 del self.consumed[0]
+        if event_type == "purchase":
+            count, _ = self.bought.pop(item_id, (0, ts))
+            self.bought[item_id] = [count + 1, ts]
+            if len(self.bought) > self.consumed_limit:
+                del self.bought[next(iter(self.bought))]
         return True
 
     def rebuild(self, space: str, vector_of) -> None:
@@ -131,6 +140,7 @@ class UserState:
             "last_ts": self.preference.last_ts,
             "history": [[h.item_id, h.weight, h.ts, h.type] for h in self.history],
             "consumed": self.consumed,
+            "bought": self.bought,
             "seen": list(self.seen_event_ids),
             "last": self.last_recommended,
             "pending": self.pending,
@@ -152,6 +162,7 @@ class UserState:
             preference=preference,
             history=deque(HistoryEntry(*h) for h in meta["history"]),
             consumed=meta["consumed"],
+            bought=meta.get("bought", {}),
             seen_event_ids=deque(meta["seen"]),
             last_recommended=meta["last"],
             pending=meta["pending"],

@@ -338,14 +338,15 @@ class IngestProcessor:
         await self.publish(key, None)  # tombstone: the compacted topic forgets the list too
         metrics.EVENTS.labels(event.type, "forgotten").inc()
 
-    def _scorer(self, index: ItemIndex, cf, trending) -> HybridScorer:
+    def _scorer(self, index: ItemIndex, cf, trending, buy_again=None) -> HybridScorer:
         return HybridScorer(
             index,
             cf,
             trending,
             self.weights,
-            mmr_lambda=self.settings.mmr_lambda,
+            policy=self.settings.serving_policy(),
             sizes=self.settings.candidate_sizes(),
+            buy_again=buy_again,
         )
 
     def prepare_global_models(self, verified: VerifiedVersion) -> tuple[str, int, HybridScorer]:
@@ -354,8 +355,10 @@ class IngestProcessor:
             snapshot = GlobalSnapshot.from_bytes(verified.files["global.npz"])
         except (KeyError, ValueError, OSError) as exc:
             raise SnapshotError("corrupt", f"{verified.version}: unreadable snapshot ({exc})") from None
-        cf, trending = snapshot.for_items([info.item_id for info in self.index.infos])
-        recommender = self._scorer(self.index, cf, trending)
+        ids = [info.item_id for info in self.index.infos]
+        cf, trending = snapshot.for_items(ids)
+        buy_again = snapshot.buy_again_for(ids, [info.category for info in self.index.infos])
+        recommender = self._scorer(self.index, cf, trending, buy_again)
         return verified.version, verified.manifest.created_ts, recommender
 
     def use_global_models(self, prepared: tuple[str, int, HybridScorer]) -> None:
@@ -369,7 +372,8 @@ class IngestProcessor:
         """Serve from ``index`` (the catalogue embedded by adapter ``version``, same rows): each
         user's vector is rebuilt from their history in the new space when next loaded."""
         self.index = index
-        self.recommender = self._scorer(index, self.recommender.cf, self.recommender.trending)
+        old = self.recommender
+        self.recommender = self._scorer(index, old.cf, old.trending, old.buy_again)
         self.space = version
         self._cache.clear()
         self.drift.scores, self.drift.centroid = ScoreDrift(), CentroidShift()  # a new space is no drift
