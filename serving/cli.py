@@ -263,6 +263,14 @@ def evaluate(
     eval_every: Annotated[int, typer.Option(help="score every Nth event (every event is still learned)")] = 1,
     windows: Annotated[int, typer.Option(help="time windows of the per-window metrics")] = 10,
     limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+    repeats: Annotated[
+        bool | None,
+        typer.Option(
+            "--repeats/--no-repeats",
+            help="score events on items the user had before (re-orders), reported apart from first-time ones "
+            "(default: when the log has any)",
+        ),
+    ] = None,
     json: Annotated[Path | None, typer.Option("--json", help="write {models: {name: {metric: value}}} here")] = None,
     reports_dir: Annotated[Path, typer.Option(help="markdown table and HR@K plot go here")] = Path("reports"),
     encoder: Annotated[
@@ -306,6 +314,7 @@ def evaluate(
             encoder_dir=_settings(encoder_dir=encoder).encoder_dir,
             console=console,
             schedule=schedule,
+            repeats=repeats,
         )
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/] {err}")

@@ -118,7 +118,16 @@ class Catalogue:
 
     index: ItemIndex
     texts: dict[str, str]
-    encoder: TextEncoder
+    encoder: TextEncoder | None  # None: an ID-only log, no text to embed
+
+
+def id_only_catalogue(events: list[Interaction]) -> Catalogue:
+    """The items of a log without item text: rows for the hybrid's CF, trending and buy-again
+    terms, one constant vector each (the content term is off)."""
+    ids = list(dict.fromkeys(e.item_id for e in events))
+    index = ItemIndex(1, capacity=max(1, len(ids)))
+    index.upsert([ItemInfo(i, i) for i in ids], np.ones((len(ids), 1), dtype=np.float32))
+    return Catalogue(index, {}, None)
 
 
 def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Console) -> Catalogue:
@@ -164,8 +173,16 @@ def model_factories(
             "bpr", retrain_every=10_000, factors=64, iterations=100, learning_rate=0.05
         ),
     }
-    if catalogue is not None:
+    if catalogue is not None and catalogue.encoder is None:  # no item text: the hybrid without content
         index = catalogue.index
+        weights = replace(weights, content=0.0)
+        factories["hybrid"] = lambda: OnlineHybrid(index, weights, name="hybrid", policy=policy, sizes=sizes)
+        factories["cf-only"] = lambda: OnlineHybrid(
+            index, HybridWeights(content=0.0, cf=1.0, trending=0.0, repurchase=0.0), "cf-only", policy=policy
+        )
+    elif catalogue is not None:
+        index = catalogue.index
+        encoder = cast(TextEncoder, catalogue.encoder)  # not None here
 
         def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
             return lambda: OnlineHybrid(index, weights, name=name, policy=policy, sizes=sizes)
@@ -180,9 +197,7 @@ def model_factories(
         factories["hybrid-mmr"] = lambda: OnlineHybrid(
             index, weights, name="hybrid-mmr", policy=replace(policy, mmr_lambda=0.8), sizes=sizes
         )
-        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(
-            index, catalogue.texts, catalogue.encoder, weights, schedule
-        )
+        factories["hybrid-finetuned"] = lambda: FinetunedHybrid(index, catalogue.texts, encoder, weights, schedule)
     return factories
 
 
@@ -200,20 +215,25 @@ def run_evaluation(
     encoder_dir: str | None = None,
     console: Console | None = None,
     schedule: FinetuneSchedule | None = None,
+    repeats: bool | None = None,
 ) -> PrequentialResult:
     """Replay the log through ``models`` (default: all but :data:`OPT_IN_MODELS`) and write the
     reports; ``schedule`` sets the fine-tune cycles of ``hybrid-finetuned`` (default: the live
-    learner's, from ``STREAMREC_FINETUNE_*``)."""
+    learner's, from ``STREAMREC_FINETUNE_*``). ``repeats`` scores events on items the user had
+    before (re-orders; each model's own policy decides whether it serves them again), reported
+    apart from first-time events; None: when the log has any."""
     console = console or Console()
     events, items = load_log(dataset, events_file, items_file)
     events = events[:limit] if limit else events
-    catalogue = embed_catalogue(items, encoder_dir, console) if items else None
+    if repeats is None:
+        repeats = has_repeats(events)
+    catalogue = embed_catalogue(items, encoder_dir, console) if items else id_only_catalogue(events)
     index = catalogue.index if catalogue else None
     factories = model_factories(catalogue, schedule=schedule)
     names = models or [n for n in factories if n not in OPT_IN_MODELS]
     unknown = [n for n in names if n not in factories]
     if unknown:
-        hint = "" if catalogue is not None else " (content models need --items-file)"
+        hint = "" if catalogue.encoder is not None else " (content models need --items-file)"
         raise ValueError(f"unknown models {unknown}{hint}; choose from {sorted(factories)}")
     built = [factories[n]() for n in names]
 
@@ -225,10 +245,11 @@ def run_evaluation(
             k=k,
             eval_every=eval_every,
             windows=windows,
+            exclude_seen=not repeats,
             progress=lambda n, scored: progress.update(task, completed=n),
-            # every item of the index has a vector
+            # every item of the index has a vector (an ID-only log's are constant: no diversity to measure)
             item_vectors=None
-            if index is None
+            if index is None or catalogue.encoder is None
             else {i.item_id: cast(np.ndarray, index.vector_of(i.item_id)) for i in index.infos},
         )
     cycles = {m.name: m.cycles for m in built if isinstance(m, FinetunedHybrid)}
@@ -262,6 +283,11 @@ def write_reports(
             f"same {result.n_scored:,} scored events, its standard error and z.\n\n"
             f"{result.paired_markdown()}\n"
         )
+    if result.repeats.n_repeat:
+        markdown += (
+            f"\n## Repeat and first-time events\n\n{result.repeats.n_repeat:,} scored events re-buy an item the "
+            f"user had before, {result.repeats.n_first:,} are first-time.\n\n{repeats_markdown(result)}\n"
+        )
     markdown += f"\n## HR@{result.k} per time window\n\n{result.windows_markdown('hr')}\n"
     for name, log in cycles.items():
         markdown += f"\n## Fine-tune cycles of {name}\n\n{_cycles_summary(log)}\n\n{cycles_markdown(log, result.k)}\n"
@@ -270,6 +296,7 @@ def write_reports(
     payload = {
         "models": {name: {key: _clean(v) for key, v in m.items()} for name, m in result.metrics.items()},
         "cold_start_hr": {n: _clean(v) for n, v in result.cold_start.hr.items()},
+        "repeats": asdict(result.repeats),
         "events_per_s": {n: round(t.events_per_s, 1) for n, t in result.timings.items()},
         "k": result.k,
         "eval_every": result.eval_every,
@@ -289,12 +316,43 @@ def write_reports(
     if result.paired:
         console.print(f"paired differences from {result.model_names[0]}:")
         console.print(result.paired_markdown())
+    if result.repeats.n_repeat:
+        console.print(f"repeat ({result.repeats.n_repeat:,}) and first-time ({result.repeats.n_first:,}) events:")
+        console.print(repeats_markdown(result))
     for name, log in cycles.items():
         console.print(f"{name}: {_cycles_summary(log)}")
     console.print(
         f"reports: {reports_dir / 'evaluation.md'}, {reports_dir / 'hr_over_time.png'}"
         + (f", {json_path}" if json_path else "")
     )
+
+
+def has_repeats(events: list[Interaction]) -> bool:
+    """Does any user interact with the same item twice?"""
+    seen: set[tuple[str, str]] = set()
+    for e in events:
+        key = (e.user_id, e.item_id)
+        if key in seen:
+            return True
+        seen.add(key)
+    return False
+
+
+def repeats_markdown(result: PrequentialResult) -> str:
+    k, split = result.k, result.repeats
+    lines = [
+        f"| model | repeat HR@{k} | repeat NDCG@{k} | first-time HR@{k} | first-time NDCG@{k} |",
+        "|---|---|---|---|---|",
+    ]
+    for name in result.model_names:
+        cells = [
+            split.hr["repeat"][name],
+            split.ndcg["repeat"][name],
+            split.hr["first"][name],
+            split.ndcg["first"][name],
+        ]
+        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in cells) + " |")
+    return "\n".join(lines)
 
 
 def _cycles_summary(cycles: list[Cycle]) -> str:

@@ -24,8 +24,8 @@ class OnlineHybrid:
     history exactly as a worker does, and CF co-occurrence and trending counts as the learner
     does; ``recommend`` calls the same :class:`HybridScorer` the worker serves with, within the
     same :class:`ServingPolicy`, as of the latest event of the log. The buy-again model is
-    rebuilt from the re-buying counts every ``buy_again_every`` purchases (the learner ships it
-    in its snapshots).
+    rebuilt from the re-buying counts as the learner's snapshots would bring it: after every
+    tenth of the purchases so far, at most every ``buy_again_every`` purchases.
 
     >>> from model.embedding.item_index import ItemInfo
     >>> index = ItemIndex(dim=2)
@@ -63,6 +63,7 @@ class OnlineHybrid:
         self.states: dict[str, UserState] = {}
         self._events = 0
         self._purchases = 0
+        self._built_at = 0  # purchases learned when the buy-again model was last rebuilt
         self._now = 0  # ms: the latest event's time, when the next list is asked for
 
     def _state(self, user_id: str) -> UserState:
@@ -85,9 +86,11 @@ class OnlineHybrid:
         if event.type == "purchase":
             self.repurchase.learn_one(event.user_id, row, event.ts)
             self._purchases += 1
-            if self._purchases % self.buy_again_every == 0:
+            since = self._purchases - self._built_at
+            if since >= min(self.buy_again_every, max(1, self._built_at // 10)):  # often early, then steadily
                 categories = [info.category for info in self.index.infos]
                 self.scorer.buy_again = BuyAgain(self.repurchase.rows(len(self.index)), categories)
+                self._built_at = self._purchases
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
         [scored] = self.scorer.recommend([self._state(user_id)], k, [set(exclude)], now_ms=[self._now])

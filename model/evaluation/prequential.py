@@ -93,6 +93,18 @@ class ColdStart:
 
 
 @dataclass(frozen=True)
+class RepeatSplit:
+    """HR@K / NDCG@K on *repeat* events (the user had interacted with the item before: a
+    re-order on a grocery log) and on first-time events, scored only when repeats are
+    (``exclude_seen=False``); without repeats scored both are empty."""
+
+    n_repeat: int
+    n_first: int
+    hr: dict[str, dict[str, float | None]]  # "repeat" / "first" -> model -> value
+    ndcg: dict[str, dict[str, float | None]]
+
+
+@dataclass(frozen=True)
 class PairedDifference:
     """A model's mean per-event difference from the reference model (the first one), on the same
     scored events, with its standard error: sd(d) / sqrt(n), d = metric(model) - metric(reference)."""
@@ -136,6 +148,7 @@ class PrequentialResult:
     metrics: dict[str, dict[str, float | None]]  # model name -> metric -> value
     windows: list[Window]
     cold_start: ColdStart
+    repeats: RepeatSplit
     timings: dict[str, ModelTiming]
     model_names: list[str] = field(default_factory=list)
     #: model name -> metric ("hr", "ndcg") -> difference from the first model, for the others
@@ -256,6 +269,7 @@ def prequential(
     scored_ts: list[int] = []
     catalogue_at_scored: list[int] = []  # items seen in the log when each scored event came
     cold_flags: list[bool] = []
+    repeat_flags: list[bool] = []
     n_unseen_cold = 0
     n_events = n_skipped = 0
     started = time.perf_counter()
@@ -285,6 +299,7 @@ def prequential(
                 is_new = first_event_of_item.get(item, index) >= new_item_after
                 cold = is_new and prior_count[item] < cold_max_prior
                 cold_flags.append(cold)
+                repeat_flags.append(item in history)
                 n_unseen_cold += cold and prior_count[item] == 0
         for track in tracks:
             t0 = time.perf_counter()
@@ -329,6 +344,20 @@ def prequential(
         hr={t.model.name: _mean([t.rows[r][0] for r in cold_rows]) for t in tracks},
         ndcg={t.model.name: _mean([t.rows[r][1] for r in cold_rows]) for t in tracks},
     )
+    split = {
+        kind: [r for r, repeat in enumerate(repeat_flags) if repeat == (kind == "repeat")]
+        for kind in ("repeat", "first")
+    }
+    repeats = RepeatSplit(
+        n_repeat=len(split["repeat"]) if not exclude_seen else 0,
+        n_first=len(split["first"]) if not exclude_seen else 0,
+        hr={kind: {t.model.name: _mean([t.rows[r][0] for r in rows]) for t in tracks} for kind, rows in split.items()}
+        if not exclude_seen
+        else {},
+        ndcg={kind: {t.model.name: _mean([t.rows[r][1] for r in rows]) for t in tracks} for kind, rows in split.items()}
+        if not exclude_seen
+        else {},
+    )
     timings = {t.model.name: ModelTiming(t.learn_s, t.recommend_s, t.score_s, t.n_learned, len(t.rows)) for t in tracks}
     paired = (
         {
@@ -354,6 +383,7 @@ def prequential(
         metrics=metrics,
         windows=window_list,
         cold_start=cold_start,
+        repeats=repeats,
         timings=timings,
         model_names=names,
         paired=paired,

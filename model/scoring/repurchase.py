@@ -137,7 +137,8 @@ _ERF = np.frompyfunc(math.erf, 1, 1)
 
 
 def _normal_cdf(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + _ERF(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64))
+    erf = np.asarray(_ERF(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    return 0.5 * (1.0 + erf)
 
 
 def _group(categories: Sequence[str | None]) -> tuple[np.ndarray, list[str]]:

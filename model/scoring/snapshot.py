@@ -55,16 +55,17 @@ class GlobalSnapshot:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         nb = self.neighbours
-        np.savez_compressed(
-            buf,
-            item_ids=np.array(self.item_ids, dtype=object).astype(str),
-            indptr=nb.indptr,
-            indices=nb.indices,
-            values=nb.values,
-            cf_options=np.array([nb.history, nb.recency]),
-            trending=self.trending.astype(np.float32),
-            **({} if self.repurchase is None else {"repurchase": self.repurchase.astype(np.float32)}),
-        )
+        arrays = {
+            "item_ids": np.array(self.item_ids, dtype=object).astype(str),
+            "indptr": nb.indptr,
+            "indices": nb.indices,
+            "values": nb.values,
+            "cf_options": np.array([nb.history, nb.recency]),
+            "trending": self.trending.astype(np.float32),
+        }
+        if self.repurchase is not None:
+            arrays["repurchase"] = self.repurchase.astype(np.float32)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # the stubs read **kwds as allow_pickle
         return buf.getvalue()
 
     @classmethod
