@@ -94,8 +94,10 @@ def test_an_id_only_log_with_re_orders_runs_the_hybrid_and_scores_the_repeats(tm
     out = tmp_path / "result.json"
     result = CliRunner().invoke(
         app,
-        ["evaluate", "--events-file", str(events), "--models", "popularity,hybrid", "--k", "3"]
-        + ["--json", str(out), "--reports-dir", str(tmp_path / "reports")],
+        [
+            *("evaluate", "--events-file", str(events), "--models", "popularity,hybrid", "--k", "3"),
+            *("--json", str(out), "--reports-dir", str(tmp_path / "reports")),
+        ],
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
