@@ -31,7 +31,7 @@ from rich.progress import (
 from model.embedding.encoder import TextEncoder
 from model.embedding.item_index import ItemIndex, ItemInfo
 from model.embedding.item_text import render_item_text
-from model.evaluation.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
+from model.evaluation.baselines import FrequentPurchases, ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
 from model.evaluation.finetuned_hybrid import FinetunedHybrid
 from model.evaluation.online_hybrid import OnlineHybrid
 from model.evaluation.prequential import PrequentialResult, prequential
@@ -163,6 +163,7 @@ def model_factories(
     schedule = schedule or settings.finetune_schedule()
     factories: dict[str, Callable[[], Recommender]] = {
         "popularity": Popularity,
+        "frequent-purchases": FrequentPurchases,
         "trending-7d": lambda: RecentPopularity(half_life_days=7.0),
         "item-knn": lambda: ItemKNN(n_recent=20),
         "river-funkmf": lambda: RiverMF("funk", n_factors=32, learning_rate=0.05, n_negatives=3),

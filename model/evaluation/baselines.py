@@ -5,7 +5,7 @@ order of first appearance), so ``recommend`` is one vector of scores, a mask of 
 items and an argpartition (``model.scoring.topk.top_k``; ties go to the earlier-seen item).
 Items a baseline has never seen score 0 in ``score`` and are never recommended.
 
-One module of ~430 lines on purpose: the five peers share that item-row layout (``_ItemRows``),
+One module on purpose: the peers share that item-row layout (``_ItemRows``),
 and the harness's list of peers reads in one place.
 """
 
@@ -111,6 +111,45 @@ class Popularity:
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
         return self.items.pick(self.scores(), item_ids)
+
+
+class FrequentPurchases:
+    """The grocery baseline "your most frequent past purchases": score(u, i) = n_ui + 1e-6 * t_ui,
+    how often u bought (or rated, or took) i, ties to the most recent; users' lists hold their own
+    items only, then the all-time most popular items after them (score - 1 + n_i / (1 + max n)).
+
+    >>> model = FrequentPurchases()
+    >>> for user, item in [("a", "milk"), ("a", "bread"), ("a", "milk"), ("b", "eggs"), ("b", "eggs"), ("b", "eggs")]:
+    ...     model.learn_one(Interaction(user, item, ts=0))
+    >>> model.recommend("a", k=3, exclude=set()), model.recommend("c", k=1, exclude=set())
+    (['milk', 'bread', 'eggs'], ['eggs'])
+    """
+
+    def __init__(self, name: str = "frequent-purchases") -> None:
+        self.name = name
+        self.popularity = Popularity()
+        self._mine: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)  # user -> item -> (count, order)
+        self._events = 0
+
+    def learn_one(self, event: Interaction) -> None:
+        self.popularity.learn_one(event)
+        self._events += 1
+        count, _ = self._mine[event.user_id].get(event.item_id, (0, 0))
+        self._mine[event.user_id][event.item_id] = (count + 1, self._events)
+
+    def scores(self, user_id: str) -> np.ndarray:
+        items = self.popularity.items
+        counts = self.popularity.scores()
+        out = counts / (1.0 + counts.max(initial=0.0)) - 1.0  # below every own item
+        for item_id, (count, order) in self._mine.get(user_id, {}).items():
+            out[items.row_of[item_id]] = count + order / (self._events + 1)
+        return out
+
+    def recommend(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
+        return self.popularity.items.top(self.scores(user_id), k, exclude)
+
+    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
+        return self.popularity.items.pick(self.scores(user_id), item_ids)
 
 
 class RecentPopularity:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from model.evaluation.baselines import ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
+from model.evaluation.baselines import FrequentPurchases, ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
 from model.evaluation.metrics import (
     auc,
     catalogue_coverage,
@@ -212,7 +212,14 @@ def test_sampled_auc_and_diversity_and_names():
 
 # --- baselines ------------------------------------------------------------------------------------
 
-ALL_BASELINES = [Popularity, RecentPopularity, ItemKNN, RiverMF, pytest.param(PeriodicALS, marks=needs_implicit)]
+ALL_BASELINES = [
+    Popularity,
+    FrequentPurchases,
+    RecentPopularity,
+    ItemKNN,
+    RiverMF,
+    pytest.param(PeriodicALS, marks=needs_implicit),
+]
 
 
 @pytest.mark.parametrize("make", ALL_BASELINES)
@@ -322,3 +329,12 @@ def test_periodic_bpr_fits():
     for event in two_taste_log():
         model.learn_one(event)
     assert model.n_fits == 1 and len(model.recommend("u0", 3, set())) == 3
+
+
+def test_frequent_purchases_serves_the_user_s_own_staples_first_most_frequent_first():
+    model = FrequentPurchases()
+    for n, (user, item) in enumerate([("a", "milk"), ("a", "tea"), ("a", "milk"), ("b", "beer"), ("b", "beer")] * 2):
+        model.learn_one(Interaction(user, item, ts=n))
+    assert model.recommend("a", k=3, exclude=set()) == ["milk", "tea", "beer"]
+    assert model.recommend("a", k=1, exclude={"milk"}) == ["tea"]
+    assert model.recommend("new", k=2, exclude=set()) == ["milk", "beer"]  # no history: the most popular
