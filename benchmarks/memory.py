@@ -45,11 +45,12 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from model.embedding.item_index import ItemIndex, ItemInfo
 from model.evaluation.synthetic import EVENT_TYPE_P, EVENT_TYPES, shopping_workload
 from model.user.state import UserState
+from serving.demo import progress_bar
 from serving.sdk import EventProducer
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
@@ -297,17 +298,6 @@ class WorkerRun:
         self.producer.close()
         self.worker.stop()
         self.broker.stop()
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def worker_rss(args, console: Console) -> dict:

@@ -263,7 +263,7 @@ def run_demo(
         reader.start()
 
         started = time.monotonic()
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("replaying ratings", total=len(ratings), rate="")
             for i, rating in enumerate(ratings):
                 if rate:
@@ -357,7 +357,8 @@ def run_demo(
             broker.stop()
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(console: Console) -> Progress:
+    """The progress bar of long runs: description, bar, n of N, rate, elapsed, remaining."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -374,7 +375,7 @@ def _wait_for(
     console: Console, what: str, read, target: float, settings: Settings, worker: StreamProcess, timeout_s: float = 300
 ) -> None:
     deadline = time.monotonic() + timeout_s
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(what, total=target, rate="")
         while True:
             if not worker.alive():
