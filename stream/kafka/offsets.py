@@ -173,24 +173,29 @@ async def read_offsets(client_config: Mapping, topic: str, gap: Gap, timeout_s: 
 
 
 async def resume_offsets(
-    client_config: Mapping, group_id: str, topic: str, partitions: Iterable[int]
+    client_config: Mapping, group_id: str, topic: str, partitions: Iterable[int], timeout_s: float = 15.0
 ) -> dict[int, int | None]:
     """Where the group resumes each partition: its committed offset, or the partition's first
     offset when it has none (the worker starts at the earliest). Read with a consumer that does
-    not join the group; None for all when the broker cannot be asked."""
+    not join the group; None for all when the broker cannot be asked within ``timeout_s`` (a
+    broker that is restarting: the first batch after a rebalance waits on this answer)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     partitions = list(partitions)
     consumer = AIOKafkaConsumer(**client_config, group_id=group_id, enable_auto_commit=False)
-    try:
+
+    async def ask() -> dict[int, int | None]:
         await consumer.start()
         offsets = {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
         fresh = [TopicPartition(topic, p) for p, offset in offsets.items() if offset is None]
         if fresh:
             offsets.update({tp.partition: offset for tp, offset in (await consumer.beginning_offsets(fresh)).items()})
         return offsets
+
+    try:
+        return await asyncio.wait_for(ask(), timeout_s)
     except Exception as exc:  # the worker goes on; positions then start at the first record delivered
-        log.warning("could not read where the group resumes %s: %s", topic, exc)
+        log.warning("could not read where the group resumes %s: %r", topic, exc)
         return dict.fromkeys(partitions)
     finally:
         await consumer.stop()

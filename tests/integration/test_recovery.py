@@ -97,7 +97,16 @@ def states(settings: Settings) -> dict[str, UserState]:
     return {user: UserState.from_bytes(raw) for user, raw in latest.items() if raw is not None}
 
 
-def wait_until_applied(settings: Settings, event_ids: set[str], timeout_s: float = 180.0) -> dict[str, UserState]:
+def log_tail(path, lines: int = 40) -> str:
+    """The last ``lines`` of a worker log, without the connection errors of a broker outage."""
+    noise = ("Unable connect", "Unable to update metadata", "Failed fetch", "NodeNotReady", "Connect call failed")
+    kept = [line for line in path.read_text(errors="replace").splitlines() if not any(n in line for n in noise)]
+    return "\n".join(kept[-lines:])
+
+
+def wait_until_applied(
+    settings: Settings, event_ids: set[str], timeout_s: float = 180.0, worker_log=None
+) -> dict[str, UserState]:
     deadline = time.monotonic() + timeout_s
     while True:
         found = states(settings)
@@ -106,6 +115,7 @@ def wait_until_applied(settings: Settings, event_ids: set[str], timeout_s: float
             return found
         assert time.monotonic() < deadline, (
             f"{len(event_ids - applied)} events never applied: {where(settings, event_ids - applied)}"
+            + (f"\nworker log:\n{log_tail(worker_log)}" if worker_log is not None else "")
         )
         time.sleep(1.0)
 
@@ -165,7 +175,7 @@ def uninterrupted(broker, tmp_path_factory) -> dict[str, UserState]:
     try:
         worker.wait_ready(items=12)
         send(settings, good, list(bad))
-        return wait_until_applied(settings, {e["event_id"] for e in good})
+        return wait_until_applied(settings, {e["event_id"] for e in good}, worker_log=worker.log_path)
     finally:
         worker.stop()
 
@@ -192,7 +202,7 @@ def test_kill_9_in_the_middle_of_a_replay_loses_nothing_and_double_counts_nothin
     second.start()
     try:
         second.wait_ready(items=12)
-        found = wait_until_applied(settings, {e["event_id"] for e in good})
+        found = wait_until_applied(settings, {e["event_id"] for e in good}, worker_log=second.log_path)
         # sent = processed + DLQ: every good event is in exactly one user's state...
         applied = [e for state in found.values() for e in state.seen_event_ids]
         assert sorted(applied) == sorted(e["event_id"] for e in good)
@@ -221,12 +231,12 @@ def test_a_broker_restart_from_its_data_directory_loses_nothing(tmp_path, uninte
         worker.wait_ready(items=12)
         half = len(good) // 2
         send(settings, good[:half], [])
-        wait_until_applied(settings, {e["event_id"] for e in good[:half]})
+        wait_until_applied(settings, {e["event_id"] for e in good[:half]}, worker_log=worker.log_path)
         own.stop()
         time.sleep(2.0)
         own = EmbeddedBroker("noida", port=port, data_dir=tmp_path / "broker").start()
         send(settings, good[half:], list(bad))
-        found = wait_until_applied(settings, {e["event_id"] for e in good})
+        found = wait_until_applied(settings, {e["event_id"] for e in good}, worker_log=worker.log_path)
         assert len(dlq_offsets(settings, len(bad))) == len(bad)
         assert_same_vectors(uninterrupted, found)
         assert worker.alive()
