@@ -515,3 +515,122 @@ class PeriodicALS:
         known = rows >= 0
         out[known] = scores[rows[known]]
         return out
+
+
+class PeriodicEASE:
+    """EASE (Steck, 2019), refit every ``retrain_every`` events, new events folded in at serving.
+
+        B = argmin ||X - X B||^2 + lambda ||B||^2  s.t. diag(B) = 0
+          =>  P = (X'X + lambda I)^-1,  B_ij = -P_ij / P_jj,  B_ii = 0
+
+    over the ``max_items`` most frequent items of the fit. X_ui = 1 where u took i, or with
+    ``half_life_days`` X_ui = 0.5^(age / half_life), the age of u's latest event on i (recency
+    weighting). score(u, .) = x_u B with x_u the user's *current* row, events after the fit
+    included, weighted as of the latest event: fold-in. Items outside the fit score -inf; users
+    with no item of the fit get all-time popularity.
+
+    >>> model = PeriodicEASE(retrain_every=5, regularization=0.1)
+    >>> for user, item in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "x")]:
+    ...     model.learn_one(Interaction(user, item, ts=0))
+    >>> model.n_fits, model.recommend("c", k=1, exclude={"x"}), model.recommend("new", k=1, exclude=set())
+    (1, ['y'], ['x'])
+    """
+
+    def __init__(
+        self,
+        retrain_every: int = 5_000,
+        regularization: float = 500.0,
+        half_life_days: float | None = None,
+        max_items: int = 5_000,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or ("ease" if half_life_days is None else "ease-recency")
+        self.retrain_every = retrain_every
+        self.regularization = regularization
+        self.half_life_ms = None if half_life_days is None else half_life_days * 86_400_000
+        self.max_items = max_items
+        self.popularity = Popularity()
+        self._latest: dict[str, dict[int, int]] = defaultdict(dict)  # user -> row -> ts of their latest event
+        self._events = 0
+        self._now = 0
+        self._column = np.zeros(0, dtype=np.int64)  # item row -> column of B, -1 outside the fit
+        self._fitted = np.zeros(0, dtype=np.int64)  # column -> item row
+        self._b = np.zeros((0, 0), dtype=np.float32)
+        self.n_fits = 0
+
+    @property
+    def items(self) -> _ItemRows:
+        return self.popularity.items
+
+    def learn_one(self, event: Interaction) -> None:
+        self.popularity.learn_one(event)
+        self._latest[event.user_id][self.items.row_of[event.item_id]] = event.ts
+        self._now = max(self._now, event.ts)
+        self._events += 1
+        if self._events % self.retrain_every == 0:
+            self.fit()
+
+    def _weights(self, ts: np.ndarray) -> np.ndarray:
+        if self.half_life_ms is None:
+            return np.ones(len(ts))
+        return 0.5 ** ((self._now - ts) / self.half_life_ms)
+
+    def fit(self) -> None:
+        """Refit B on every user's items so far (the most frequent ``max_items``)."""
+        import scipy.sparse as sparse
+        from threadpoolctl import threadpool_limits
+
+        counts = self.popularity.scores()
+        fitted = np.sort(np.argsort(-counts, kind="stable")[: self.max_items])
+        column = np.full(len(counts), -1, dtype=np.int64)
+        column[fitted] = np.arange(len(fitted))
+        users, cols, ts = [], [], []
+        for u, latest in enumerate(self._latest.values()):
+            rows = np.fromiter(latest.keys(), dtype=np.int64, count=len(latest))
+            keep = column[rows] >= 0
+            users.append(np.full(int(keep.sum()), u))
+            cols.append(column[rows[keep]])
+            ts.append(np.fromiter(latest.values(), dtype=np.float64, count=len(latest))[keep])
+        x = sparse.csr_matrix(
+            (self._weights(np.concatenate(ts)), (np.concatenate(users), np.concatenate(cols))),
+            shape=(len(self._latest), len(fitted)),
+        )
+        with threadpool_limits(1, "blas"):
+            gram = (x.T @ x).toarray() + self.regularization * np.eye(len(fitted))
+            p = np.linalg.inv(gram)
+        b = -p / np.diag(p)[None, :]
+        np.fill_diagonal(b, 0.0)
+        self._column, self._fitted, self._b = column, fitted, b.astype(np.float32)
+        self.n_fits += 1
+
+    def scores(self, user_id: str) -> np.ndarray | None:
+        """x_u B by item row (-inf outside the fit); None for a user with no item of the fit."""
+        latest = self._latest.get(user_id)
+        if not self.n_fits or not latest:
+            return None
+        rows = np.fromiter(latest.keys(), dtype=np.int64, count=len(latest))
+        inside = rows < len(self._column)
+        cols = self._column[rows[inside]]
+        keep = cols >= 0
+        if not keep.any():
+            return None
+        ts = np.fromiter(latest.values(), dtype=np.float64, count=len(latest))[inside][keep]
+        out = np.full(len(self.items), -np.inf)
+        out[self._fitted] = self._weights(ts).astype(np.float32) @ self._b[cols[keep]]
+        return out
+
+    def recommend(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
+        scores = self.scores(user_id)
+        if scores is None:
+            return self.popularity.recommend(user_id, k, exclude)
+        return self.items.top(scores, k, exclude)
+
+    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
+        scores = self.scores(user_id)
+        if scores is None:
+            return self.popularity.score(user_id, item_ids)
+        rows = self.items.rows_of(item_ids)
+        out = np.full(len(rows), -np.inf)
+        known = rows >= 0
+        out[known] = scores[rows[known]]
+        return out
