@@ -152,9 +152,10 @@ def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Consol
     return Catalogue(index, texts, encoder)
 
 
-#: EASE's settings, chosen on the first 30% of MovieLens-100K (docs/BENCHMARKS.md).
-EASE_LAMBDA = 500.0
-EASE_HALF_LIFE_DAYS = 30.0
+#: EASE's settings, chosen on the first 30% of MovieLens-100K (docs/BENCHMARKS.md section 12).
+EASE_LAMBDA = 150.0
+EASE_HALF_LIFE_DAYS = 120.0
+EASE_EVERY = 1_000
 
 #: Models that run only when named: too slow for a default run on a CPU.
 OPT_IN_MODELS = ("hybrid-finetuned",)
@@ -182,9 +183,9 @@ def model_factories(
         "river-biasedmf": lambda: RiverMF("biased", n_factors=32, learning_rate=0.05, n_negatives=3),
         "implicit-als": lambda: PeriodicALS("als", retrain_every=10_000),
         "implicit-als-foldin": lambda: PeriodicALS("als", retrain_every=10_000, fold_in_users=True),
-        "ease": lambda: PeriodicEASE(retrain_every=5_000, regularization=EASE_LAMBDA),
+        "ease": lambda: PeriodicEASE(retrain_every=EASE_EVERY, regularization=EASE_LAMBDA),
         "ease-recency": lambda: PeriodicEASE(
-            retrain_every=5_000, regularization=EASE_LAMBDA, half_life_days=EASE_HALF_LIFE_DAYS
+            retrain_every=EASE_EVERY, regularization=EASE_LAMBDA, half_life_days=EASE_HALF_LIFE_DAYS
         ),
         "implicit-bpr": lambda: PeriodicALS(
             "bpr", retrain_every=10_000, factors=64, iterations=100, learning_rate=0.05

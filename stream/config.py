@@ -63,6 +63,9 @@ class Settings(KafkaConnection):
     weight_repurchase: float = Field(
         _WEIGHTS.repurchase, ge=0, description="hybrid beta of the buy-again score of past purchases"
     )
+    weight_category_trending: float = Field(
+        _WEIGHTS.category_trending, ge=0, description="hybrid beta of trending within the user's categories"
+    )
     mmr_lambda: float = Field(
         _POLICY.mmr_lambda, ge=0, le=1, description="MMR re-ranking: 1 = off, lower = more diverse"
     )
@@ -85,6 +88,11 @@ class Settings(KafkaConnection):
         _SIZES.cf, ge=0, description="worker: candidates from the CF neighbours of the user's recent items"
     )
     candidates_trending: int = Field(_SIZES.trending, ge=0, description="worker: candidates from the top trending")
+    candidates_category_trending: int = Field(
+        _SIZES.category_trending,
+        ge=0,
+        description="worker: candidates from the top trending of each of the user's 3 strongest categories",
+    )
     item_vectors_float16: bool = Field(
         False, description="worker: keep item vectors as float16 (half the memory of a large catalogue)"
     )
@@ -137,14 +145,22 @@ class Settings(KafkaConnection):
     catalogue_wait_s: float = Field(120.0, ge=0, description="how long events wait for the initial catalogue")
 
     def hybrid_weights(self) -> HybridWeights:
-        return HybridWeights(self.weight_content, self.weight_cf, self.weight_trending, self.weight_repurchase)
+        return HybridWeights(
+            self.weight_content,
+            self.weight_cf,
+            self.weight_trending,
+            self.weight_repurchase,
+            self.weight_category_trending,
+        )
 
     def serving_policy(self) -> ServingPolicy:
         """What the worker's lists, and ``streamrec evaluate``'s, may contain."""
         return ServingPolicy(self.recent_window_s, self.due_threshold, self.mmr_lambda)
 
     def candidate_sizes(self) -> CandidateSizes:
-        return CandidateSizes(self.candidates_content, self.candidates_cf, self.candidates_trending)
+        return CandidateSizes(
+            self.candidates_content, self.candidates_cf, self.candidates_trending, self.candidates_category_trending
+        )
 
     def finetune_schedule(self) -> FinetuneSchedule:
         """The fine-tune cycle these settings ask for: the learner's, and the replay's

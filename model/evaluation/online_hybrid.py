@@ -14,7 +14,7 @@ from model.scoring.decay import DEFAULT_HALF_LIFE_S
 from model.scoring.hybrid import CandidateSizes, HybridScorer, HybridWeights
 from model.scoring.policy import ServingPolicy
 from model.scoring.repurchase import BuyAgain, RepurchaseCounts
-from model.scoring.trending import TrendingPopularity
+from model.scoring.trending import TrendingPopularity, category_codes
 from model.user.preference import REJECTING_TYPES
 from model.user.state import UserState
 
@@ -57,6 +57,7 @@ class OnlineHybrid:
         self.history_size = history_size
         self.cf = cf if cf is not None else ItemCooccurrence()
         self.trending = trending if trending is not None else TrendingPopularity()
+        self.trending.set_categories(category_codes([info.category for info in index.infos]))
         self.scorer = HybridScorer(index, self.cf, self.trending, weights, policy=policy, sizes=sizes)
         self.repurchase = RepurchaseCounts()
         self.buy_again_every = buy_again_every

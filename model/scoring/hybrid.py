@@ -1,5 +1,6 @@
-"""The hybrid scorer: content, collaborative filtering and trending, each normalised, summed;
-candidates first, then the ranking of the candidates only."""
+"""The hybrid scorer: content, collaborative filtering, trending (overall and in the user's
+categories) and buy-again, each normalised, summed; candidates first, then the ranking of the
+candidates only."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class HybridWeights:
     cf: float = 1.0
     trending: float = 0.2
     repurchase: float = 1.0
+    category_trending: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,14 @@ def weighted_terms(
 class CandidateSizes:
     """How many candidates each term brings to the ranking stage: the ``content`` nearest items
     to the user's vector, the ``cf`` best CF scores from the neighbours of their recent items, the
-    ``trending`` most trending items. ``exact`` ranks every item instead (to measure what the
+    ``trending`` most trending items, the ``category_trending`` most trending items of each of the
+    user's three strongest categories. ``exact`` ranks every item instead (to measure what the
     candidate stage costs; never at catalogue scale)."""
 
     content: int = 100
     cf: int = 100
     trending: int = 50
+    category_trending: int = 20
     exact: bool = False
 
 
@@ -120,17 +124,24 @@ class _Terms:
     due: list[SparseScores] | None = None  # buy-again scores of the user's past purchases
     bought_days: list[dict[int, float]] = field(default_factory=list)  # row -> days since bought
     liked: list[list[int]] = field(default_factory=list)  # rows the user liked, most recent first
+    categories: list[SparseScores] | None = None  # per category code: a_u(c) / P(c)
+    strongest: list[list[int]] = field(default_factory=list)  # the user's top 3 category codes
     moments: dict[str, Moments] = field(default_factory=dict)
 
 
 class HybridScorer:
     """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i))
-    + b_rep * z(due(u, i)), in two stages: candidates, then the ranking of the candidates only.
+    + b_rep * z(due(u, i)) + b_cat * z(a_u(c_i) * pop(i) / P(c_i)), in two stages: candidates,
+    then the ranking of the candidates only. The last term is trending within the user's
+    categories: a_u(c) is the share of category c among the user's last 20 liked items, P(c)
+    the trending count of all servable items of c (so a first click in a category already
+    brings its trending items: cold start by category).
 
     z(.) standardises a term by its mean and standard deviation over the servable items, known
     in closed form without a pass over the catalogue: for content from the index's running sums
     (mean = u . m, var = u' S u - mean^2), for CF and buy-again from the user's sparse scores
-    (zero elsewhere), for trending from the model's running sums. So a candidate's score is
+    (zero elsewhere), for trending from the model's running sums (per category for the last
+    term). So a candidate's score is
     exactly the score the full catalogue would give it; the candidates (:class:`CandidateSizes`:
     nearest items by the index's vector search, best CF neighbours of the user's recent items,
     top trending, and every past purchase due again) decide which items are ranked. A user
@@ -265,12 +276,33 @@ class HybridScorer:
                 terms.due.append(due)
             if w.repurchase:
                 terms.moments["repurchase"] = self._sparse_moments(terms.due)
+        if w.category_trending and self.trending is not None:
+            self._category_terms(terms)
         if w.trending and self.trending is not None:
             trend_sum, trend_squares = self.trending.moments(len(index), index.unavailable_rows())
             terms.moments["trending"] = Moments.of_sums(
                 np.full(len(states), trend_sum), np.full(len(states), trend_squares), n_available
             )
         return terms
+
+    def _category_terms(self, terms: _Terms) -> None:
+        """Per user a_u(c) / P(c) by category code, their strongest categories, and the moments of
+        a_u(c_i) pop(i) / P(c_i) over the servable items: sum_c a_c, sum_c a_c^2 S(c) / P(c)^2."""
+        assert self.trending is not None
+        terms.categories, terms.strongest = [], []
+        totals, squares = np.zeros(terms.n), np.zeros(terms.n)
+        unavailable = self.index.unavailable_rows()
+        for b, liked in enumerate(terms.liked):
+            codes = self.trending.categories_of(np.array(liked[:20], dtype=np.int64))
+            codes, counts = np.unique(codes[codes >= 0], return_counts=True)
+            sums = self.trending.category_moments(codes, unavailable)
+            alive = sums[:, 0] > 1e-12
+            codes, share, sums = codes[alive], counts[alive] / max(1, len(liked[:20])), sums[alive]
+            terms.categories.append(SparseScores(codes, (share / np.maximum(sums[:, 0], 1e-12)).astype(np.float32)))
+            terms.strongest.append(codes[np.argsort(-share, kind="stable")[:3]].tolist())
+            totals[b] = share.sum()
+            squares[b] = (share**2 * sums[:, 1] / np.maximum(sums[:, 0], 1e-12) ** 2).sum()
+        terms.moments["category_trending"] = Moments.of_sums(totals, squares, self.index.n_available)
 
     def _sparse_moments(self, scores: list[SparseScores]) -> Moments:
         """Moments of sparse terms (zero outside their rows) over the servable items."""
@@ -327,6 +359,14 @@ class HybridScorer:
             for b, due in enumerate(terms.due):
                 rows = due.rows[(due.values >= self.policy.due_threshold) & (due.rows < n)]
                 found[b].append(rows[index.available[rows] & ~np.isin(rows, excluded[b])])
+        if terms.strongest and sizes.category_trending:
+            assert self.trending is not None  # the category terms come from it
+            for b, codes in enumerate(terms.strongest):
+                for code in codes:
+                    top = self.trending.top_in(code)
+                    top = top[(top < n)]
+                    top = top[index.available[top] & ~np.isin(top, excluded[b])]
+                    found[b].append(top[: sizes.category_trending])
         if self.trending is not None and self.weights.trending and sizes.trending:
             top = self.trending.top_rows()
             top = top[top < n]
@@ -357,6 +397,12 @@ class HybridScorer:
         if "trending" in terms.moments and self.trending is not None:
             values = self.trending.values(rows.ravel()).reshape(rows.shape)
             parts["trending"] = np.float32(w.trending) * terms.moments["trending"].z(np.broadcast_to(values, shape))
+        if "category_trending" in terms.moments and terms.categories is not None and self.trending is not None:
+            codes = self.trending.categories_of(rows)
+            stride = max((int(c.rows.max()) for c in terms.categories if len(c.rows)), default=0) + 2
+            share = _lookup(terms.categories, np.broadcast_to(codes, shape), stride)
+            raw = share * self.trending.values(rows.ravel()).reshape(rows.shape)
+            parts["category_trending"] = np.float32(w.category_trending) * terms.moments["category_trending"].z(raw)
         total = np.zeros(shape, dtype=np.float32)
         for part in parts.values():
             total += part
@@ -399,9 +445,10 @@ class HybridScorer:
                 elif name == "repurchase" and row in bought_days:
                     days = bought_days[row]
                     reasons.append(f"buy again (you last bought it {_days(days)} ago)")
+                elif name == "category_trending" and infos[row].category:
+                    reasons.append(f"trending in {infos[row].category}")
                 elif name == "trending":
-                    category = infos[row].category
-                    reasons.append(f"trending in {category}" if category else "trending now")
+                    reasons.append("trending now")
             out.append(tuple(reasons))
         return out
 

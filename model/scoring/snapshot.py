@@ -9,7 +9,7 @@ import numpy as np
 
 from model.scoring.cooccurrence import ItemCooccurrence, ItemNeighbours
 from model.scoring.repurchase import BuyAgain, RepurchaseCounts
-from model.scoring.trending import TrendingPopularity
+from model.scoring.trending import TrendingPopularity, category_codes
 
 
 @dataclass
@@ -76,15 +76,19 @@ class GlobalSnapshot:
             repurchase = z["repurchase"].astype(np.float64) if "repurchase" in z.files else None
             return cls([str(i) for i in z["item_ids"]], neighbours, z["trending"].astype(np.float64), repurchase)
 
-    def for_items(self, target_ids: list[str]) -> tuple[ItemNeighbours, TrendingPopularity]:
+    def for_items(
+        self, target_ids: list[str], categories: list[str | None] | None = None
+    ) -> tuple[ItemNeighbours, TrendingPopularity]:
         """Frozen CF and trending models laid out in ``target_ids`` order (a worker's index
-        rows); items the snapshot does not know get none."""
+        rows), trending also kept per category when ``categories`` are given; items the
+        snapshot does not know get none."""
         position = {item_id: p for p, item_id in enumerate(self.item_ids)}
         src = np.array([position.get(i, -1) for i in target_ids], dtype=np.int64)
         known = src >= 0
         trend = np.zeros(len(target_ids))
         trend[known] = self.trending[src[known]]
-        return self.neighbours.remapped(src), TrendingPopularity.from_counts(trend)
+        codes = None if categories is None else category_codes(categories)
+        return self.neighbours.remapped(src), TrendingPopularity.from_counts(trend, categories=codes)
 
     def buy_again_for(self, target_ids: list[str], categories: list[str | None]) -> BuyAgain | None:
         """The buy-again model laid out in ``target_ids`` order, items shrunk towards their

@@ -116,15 +116,8 @@ class TrendingRanking:
         """The ``k`` most trending items that are in ``servable`` (item_id -> category)."""
         out = []
         for item_id, score in zip(self.item_ids, self.scores, strict=True):
-            if item_id in servable:
-                category = servable[item_id]
-                out.append(
-                    RecommendedItem(
-                        item_id=item_id,
-                        score=score,
-                        reasons=[f"trending in {category}" if category else "trending now"],
-                    )
-                )
+            if item_id in servable:  # ranked over the whole shop: trending now, not in a category
+                out.append(RecommendedItem(item_id=item_id, score=score, reasons=["trending now"]))
                 if len(out) == k:
                     break
         return out

@@ -356,8 +356,9 @@ class IngestProcessor:
         except (KeyError, ValueError, OSError) as exc:
             raise SnapshotError("corrupt", f"{verified.version}: unreadable snapshot ({exc})") from None
         ids = [info.item_id for info in self.index.infos]
-        cf, trending = snapshot.for_items(ids)
-        buy_again = snapshot.buy_again_for(ids, [info.category for info in self.index.infos])
+        categories = [info.category for info in self.index.infos]
+        cf, trending = snapshot.for_items(ids, categories)
+        buy_again = snapshot.buy_again_for(ids, categories)
         recommender = self._scorer(self.index, cf, trending, buy_again)
         return verified.version, verified.manifest.created_ts, recommender
 

@@ -214,8 +214,7 @@ def test_an_unknown_user_gets_a_labelled_fallback_from_the_newest_verified_snaps
         )
         assert trending["fallback"] is True
         assert [i["item_id"] for i in trending["items"]] == ["k4", "s1", "k1"]
-        assert trending["items"][0]["reasons"] == ["trending in kitchen"]
-        assert trending["items"][1]["reasons"] == ["trending in shoes"]
+        assert [i["reasons"] for i in trending["items"]] == [["trending now"]] * 3
         assert recommendations(client, "nobody", k=1)["items"] == trending["items"][:1]
         learner.stop()
         store = ModelStore(settings.model_store)

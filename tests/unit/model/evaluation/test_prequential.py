@@ -10,7 +10,15 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from model.evaluation.baselines import FrequentPurchases, ItemKNN, PeriodicALS, Popularity, RecentPopularity, RiverMF
+from model.evaluation.baselines import (
+    FrequentPurchases,
+    ItemKNN,
+    PeriodicALS,
+    PeriodicEASE,
+    Popularity,
+    RecentPopularity,
+    RiverMF,
+)
 from model.evaluation.metrics import (
     auc,
     catalogue_coverage,
@@ -218,6 +226,7 @@ ALL_BASELINES = [
     RecentPopularity,
     ItemKNN,
     RiverMF,
+    lambda: PeriodicEASE(retrain_every=50, regularization=1.0),
     pytest.param(PeriodicALS, marks=needs_implicit),
 ]
 
@@ -338,3 +347,51 @@ def test_frequent_purchases_serves_the_user_s_own_staples_first_most_frequent_fi
     assert model.recommend("a", k=3, exclude=set()) == ["milk", "tea", "beer"]
     assert model.recommend("a", k=1, exclude={"milk"}) == ["tea"]
     assert model.recommend("new", k=2, exclude=set()) == ["milk", "beer"]  # no history: the most popular
+
+
+def test_ease_equals_the_closed_form_and_folds_new_events_in_at_serving():
+    rng = random.Random(5)
+    pairs = [(f"u{rng.randrange(12)}", f"i{rng.randrange(15)}") for _ in range(150)]
+    model = PeriodicEASE(retrain_every=len(pairs), regularization=2.0)
+    for event in log_of(pairs):
+        model.learn_one(event)
+    assert model.n_fits == 1
+    users, items = sorted({u for u, _ in pairs}), model.items.ids
+    x = np.zeros((len(users), len(items)))
+    for u, i in pairs:
+        x[users.index(u), items.index(i)] = 1.0
+    p = np.linalg.inv(x.T @ x + 2.0 * np.eye(len(items)))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    np.testing.assert_allclose(model.score("u3", items), x[users.index("u3")] @ b, rtol=1e-4, atol=1e-5)
+    # an event after the fit changes the user's list at once, through the same B
+    before = model.score("u3", items)
+    newcomer = next(i for i in items if x[users.index("u3"), items.index(i)] == 0)
+    model.learn_one(Interaction("u3", newcomer, ts=10**6))
+    assert model.n_fits == 1
+    np.testing.assert_allclose(model.score("u3", items) - before, b[items.index(newcomer)], rtol=1e-4, atol=1e-5)
+
+
+def test_ease_with_recency_weighting_follows_the_user_s_latest_taste():
+    # two tastes learned from other users; u changed from taste a to taste b a year ago
+    pairs = [(f"a{n}", f"a-item{j}") for n in range(10) for j in range(3)]
+    pairs += [(f"b{n}", f"b-item{j}") for n in range(10) for j in range(3)]
+    log = log_of(pairs)
+    log += [Interaction("u", "a-item0", ts=0), Interaction("u", "a-item1", ts=0)]
+    log += [Interaction("u", "b-item0", ts=400 * DAY_MS)]
+    plain = PeriodicEASE(retrain_every=len(log), regularization=1.0)
+    recent = PeriodicEASE(retrain_every=len(log), regularization=1.0, half_life_days=30)
+    for event in log:
+        plain.learn_one(event)
+        recent.learn_one(event)
+    seen = {"a-item0", "a-item1", "b-item0"}
+    assert plain.recommend("u", 1, seen) == ["a-item2"]  # two old items outvote one new
+    assert recent.recommend("u", 1, seen)[0] in {"b-item1", "b-item2"}
+
+
+def test_ease_fits_only_the_most_frequent_items():
+    model = PeriodicEASE(retrain_every=6, regularization=1.0, max_items=2)
+    for event in log_of([("a", "x"), ("b", "x"), ("a", "y"), ("b", "y"), ("c", "z"), ("c", "x")]):
+        model.learn_one(event)
+    assert sorted(model.items.ids[r] for r in model._fitted) == ["x", "y"]
+    assert model.score("c", ["z"])[0] == -np.inf  # outside the fit: never served

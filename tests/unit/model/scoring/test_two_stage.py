@@ -12,7 +12,7 @@ from model.embedding.item_index import ItemIndex, ItemInfo
 from model.scoring.cooccurrence import ItemCooccurrence
 from model.scoring.hybrid import CandidateSizes, HybridScorer, HybridWeights
 from model.scoring.snapshot import GlobalSnapshot
-from model.scoring.trending import TrendingPopularity
+from model.scoring.trending import TrendingPopularity, category_codes
 from model.user.state import UserState
 
 N_ITEMS, DIM = 300, 16
@@ -85,6 +85,7 @@ def world(log):
         [ItemInfo(f"i{r}", f"item {r}", f"c{r % 7}") for r in range(N_ITEMS)], unit(rng.standard_normal((N_ITEMS, DIM)))
     )
     cf, trending = ItemCooccurrence(), TrendingPopularity(top=100)
+    trending.set_categories(category_codes([info.category for info in index.infos]))
     for t, (user, item) in enumerate(log):
         cf.learn_one(user, item, ts=t * 1000)
         trending.learn_one(item, ts=t * 1000)
@@ -99,7 +100,13 @@ def world(log):
 
 @pytest.mark.parametrize(
     "weights",
-    [HybridWeights(1.0, 0.0, 0.0), HybridWeights(0.0, 1.0, 0.0), HybridWeights(0.0, 0.0, 1.0), HybridWeights()],
+    [
+        HybridWeights(1.0, 0.0, 0.0),
+        HybridWeights(0.0, 1.0, 0.0),
+        HybridWeights(0.0, 0.0, 1.0),
+        HybridWeights(),
+        HybridWeights(category_trending=0.5),
+    ],
 )
 def test_the_candidates_hold_what_each_term_ranks_top(world, weights):
     index, cf, trending, users = world
@@ -108,7 +115,9 @@ def test_the_candidates_hold_what_each_term_ranks_top(world, weights):
     exact = HybridScorer(index, cf, trending, weights, sizes=replace(sizes, exact=True))
     for state in users:
         got, want = two_stage.recommend([state], k=10)[0], exact.recommend([state], k=10)[0]
-        if weights == HybridWeights():  # the sum of terms: its best items are among each term's best
+        if weights.category_trending:  # the user's 3 strongest categories bring candidates, not all
+            assert {s.item_id for s in got[:3]} & {s.item_id for s in want[:3]}
+        elif weights == HybridWeights():  # the sum of terms: its best items are among each term's best
             assert got[0].item_id == want[0].item_id
         else:  # one term alone: the candidates hold its whole top 10
             assert [s.item_id for s in got] == [s.item_id for s in want]
@@ -171,3 +180,46 @@ def test_trending_keeps_its_top_and_moments_exactly_as_counts_grow_and_decay():
     total, squares = trend.moments(2_000, left_out=np.array([expected[0]]))
     rest = np.delete(counts, expected[0])
     assert total == pytest.approx(rest.sum(), rel=1e-6) and squares == pytest.approx((rest**2).sum(), rel=1e-6)
+
+
+def test_trending_within_each_category_keeps_its_top_and_moments_exactly():
+    rng = np.random.default_rng(12)
+    codes = rng.integers(-1, 5, size=2_000)  # -1: no category
+    trend = TrendingPopularity(half_life_s=3600, top=10, category_top=8)
+    trend.set_categories(codes)
+    for t in range(5_000):
+        trend.learn_one(int(min(rng.zipf(1.2), 2_000) - 1), ts=t * 60_000)  # many rebases
+    counts = trend.scores(2_000)
+    gone = np.flatnonzero(codes == 2)[:3]
+    moments = trend.category_moments(np.arange(5), left_out=gone)
+    for code in range(5):
+        rows = np.flatnonzero((codes == code) & (counts > 0))
+        expected = rows[np.lexsort((rows, -counts[rows]))][:8]
+        assert trend.top_in(code).tolist() == expected.tolist()
+        kept = counts[(codes == code) & ~np.isin(np.arange(2_000), gone)]
+        assert moments[code] == pytest.approx([kept.sum(), (kept**2).sum()], rel=1e-6)
+    # the same from shipped counts (a worker's snapshot)
+    shipped = TrendingPopularity.from_counts(counts, categories=codes)
+    assert shipped.top_in(3).tolist()[:5] == trend.top_in(3).tolist()[:5]
+
+
+def test_a_first_click_in_a_category_brings_that_category_s_trending_items():
+    rng = np.random.default_rng(4)
+    infos = [ItemInfo(f"shoe{r}", f"Shoe {r}", "shoes") for r in range(30)]
+    infos += [ItemInfo(f"pan{r}", f"Pan {r}", "kitchen") for r in range(30)]
+    index = ItemIndex(DIM, exact_below=10**9)
+    index.upsert(infos, unit(rng.standard_normal((60, DIM))))
+    trending = TrendingPopularity(top=100)
+    trending.set_categories(category_codes([i.category for i in infos]))
+    for t in range(600):  # shoes sell far more; among pans, pan1..pan5 trend
+        trending.learn_one(int(rng.integers(30)), ts=t)
+        if t % 10 == 0:
+            trending.learn_one(30 + 1 + (t // 10) % 5, ts=t)
+    state = UserState.new(DIM)
+    state.learn("e1", "pan20", "click", None, 700, index.vector_of("pan20"))
+    weights = HybridWeights(content=0.0, cf=0.0, trending=0.2, repurchase=0.0, category_trending=1.0)
+    [served] = HybridScorer(index, None, trending, weights).recommend([state], k=5)
+    assert {s.item_id for s in served} == {f"pan{r}" for r in range(1, 6)}
+    assert all(s.reasons[0] == "trending in kitchen" for s in served)
+    [overall] = HybridScorer(index, None, trending, replace(weights, category_trending=0.0)).recommend([state], k=5)
+    assert all(s.item_id.startswith("shoe") and s.reasons == ("trending now",) for s in overall)
