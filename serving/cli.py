@@ -241,12 +241,13 @@ def evaluate(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="built-in dataset: movielens-100k, or completejourney[:N] (grocery receipts of N "
-            "households drawn at random, default 100; 'all': 2,469)"
+            help="built-in dataset: movielens-100k, completejourney[:N] (grocery receipts of N "
+            "households drawn at random, default 100; 'all': 2,469), or synthetic-reviews (a shop whose "
+            "starless reviews say in words whether the user liked the item)"
         ),
     ] = "movielens-100k",
     events_file: Annotated[
-        Path | None, typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value]")
+        Path | None, typer.Option(help="CSV or Parquet with user_id, item_id, ts [, type, value, text]")
     ] = None,
     items_file: Annotated[
         Path | None, typer.Option(help="CSV or Parquet with item_id, title [, description, category]")
@@ -256,7 +257,8 @@ def evaluate(
         typer.Option(
             help="comma-separated subset (default: all baselines and hybrids "
             "but hybrid-finetuned, which runs only when named: its LoRA "
-            "fine-tune cycles make it ~10x slower than the others)"
+            "fine-tune cycles make it ~10x slower than the others; and hybrid-text-blind, "
+            "the hybrid that counts reviews without reading their words)"
         ),
     ] = None,
     k: Annotated[int, typer.Option(help="list length K of the metrics")] = 10,

@@ -46,6 +46,7 @@ from model.evaluation.prequential import PrequentialResult, prequential
 from model.evaluation.protocol import Interaction, Recommender
 from model.finetune.cycle import Cycle, FinetuneSchedule, cycles_markdown
 from model.scoring.hybrid import HybridWeights
+from model.user.review import ReviewReader
 from stream.config import Settings
 
 
@@ -57,8 +58,15 @@ def load_log(dataset: str | None, events_file: Path | None, items_file: Path | N
         return events, items
     if dataset and dataset.partition(":")[0] == "completejourney":
         return _complete_journey(dataset.partition(":")[2])
+    if dataset == "synthetic-reviews":
+        from model.evaluation.review_workload import review_workload
+
+        catalogue, events = review_workload()
+        return events, [(i.item_id, i.title, i.category, [], None) for i in catalogue]
     if dataset != "movielens-100k":
-        raise ValueError(f"unknown dataset {dataset!r}: use movielens-100k, completejourney[:N] or --events-file")
+        raise ValueError(
+            f"unknown dataset {dataset!r}: use movielens-100k, completejourney[:N], synthetic-reviews or --events-file"
+        )
     from model.evaluation.datasets import load_movies, load_ratings
 
     events = [Interaction(r.user_id, r.item_id, r.ts_ms, "rating", r.rating) for r in load_ratings()]
@@ -75,7 +83,7 @@ def _complete_journey(households: str) -> tuple[list[Interaction], list[tuple]]:
         raise ValueError(f"completejourney:{households}: give a number of households or 'all'")
     n = None if households == "all" else int(households) if households else DEFAULT_HOUSEHOLDS
     events, products = load_complete_journey(n)
-    return events, [(p.item_id, p.title, p.department, [], p.description) for p in products]
+    return events, [(p.item_id, p.title, p.category or p.department, [], p.description) for p in products]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -101,6 +109,7 @@ def _read_events(path: Path) -> list[Interaction]:
                 int(float(row["ts"])),
                 str(row.get("type") or "rating"),
                 float(value) if value not in (None, "") else None,
+                str(row["text"]) if row.get("text") else None,
             )
         )
     events.sort(key=lambda e: e.ts)  # stable: ties keep file order
@@ -157,8 +166,8 @@ EASE_LAMBDA = 150.0
 EASE_HALF_LIFE_DAYS = 120.0
 EASE_EVERY = 1_000
 
-#: Models that run only when named: too slow for a default run on a CPU.
-OPT_IN_MODELS = ("hybrid-finetuned",)
+#: Models that run only when named: too slow for a default run on a CPU, or a control.
+OPT_IN_MODELS = ("hybrid-finetuned", "hybrid-text-blind")
 
 
 def model_factories(
@@ -202,18 +211,23 @@ def model_factories(
         index = catalogue.index
         encoder = cast(TextEncoder, catalogue.encoder)  # not None here
 
+        reviews = ReviewReader(encoder.encode)
+
         def hybrid(name: str, weights: HybridWeights) -> Callable[[], Recommender]:
-            return lambda: OnlineHybrid(index, weights, name=name, policy=policy, sizes=sizes)
+            return lambda: OnlineHybrid(index, weights, name=name, policy=policy, sizes=sizes, reviews=reviews)
 
         only = HybridWeights(content=0.0, cf=0.0, trending=0.0, repurchase=0.0)
         factories["content-only"] = hybrid("content-only", replace(only, content=1.0))
         factories["cf-only"] = hybrid("cf-only", replace(only, cf=1.0))
         factories["hybrid"] = hybrid("hybrid", weights)
         factories["hybrid-exact"] = lambda: OnlineHybrid(
-            index, weights, name="hybrid-exact", policy=policy, sizes=replace(sizes, exact=True)
+            index, weights, name="hybrid-exact", policy=policy, sizes=replace(sizes, exact=True), reviews=reviews
         )
         factories["hybrid-mmr"] = lambda: OnlineHybrid(
-            index, weights, name="hybrid-mmr", policy=replace(policy, mmr_lambda=0.8), sizes=sizes
+            index, weights, name="hybrid-mmr", policy=replace(policy, mmr_lambda=0.8), sizes=sizes, reviews=reviews
+        )
+        factories["hybrid-text-blind"] = lambda: OnlineHybrid(  # reviews count, their words do not
+            index, weights, name="hybrid-text-blind", policy=policy, sizes=sizes
         )
         factories["hybrid-finetuned"] = lambda: FinetunedHybrid(index, catalogue.texts, encoder, weights, schedule)
     return factories

@@ -16,6 +16,7 @@ from model.scoring.policy import ServingPolicy
 from model.scoring.repurchase import BuyAgain, RepurchaseCounts
 from model.scoring.trending import TrendingPopularity, category_codes
 from model.user.preference import REJECTING_TYPES
+from model.user.review import ReviewReader
 from model.user.state import UserState
 
 
@@ -50,6 +51,7 @@ class OnlineHybrid:
         policy: ServingPolicy = ServingPolicy(),
         sizes: CandidateSizes = CandidateSizes(),
         buy_again_every: int = 500,
+        reviews: ReviewReader | None = None,
     ) -> None:
         self.name = name
         self.index = index
@@ -61,6 +63,7 @@ class OnlineHybrid:
         self.scorer = HybridScorer(index, self.cf, self.trending, weights, policy=policy, sizes=sizes)
         self.repurchase = RepurchaseCounts()
         self.buy_again_every = buy_again_every
+        self.reviews = reviews  # reads a review's text into the user's vector, as the worker does
         self.states: dict[str, UserState] = {}
         self._events = 0
         self._purchases = 0
@@ -80,7 +83,13 @@ class OnlineHybrid:
         self._events += 1
         self._now = max(self._now, event.ts)
         state = self.states.setdefault(event.user_id, self._state(event.user_id))
-        state.learn(f"#{self._events}", event.item_id, event.type, event.value, event.ts, self.index.vectors[row])
+        value, text_vector = event.value, None
+        if self.reviews is not None and event.type == "review" and event.text:
+            [read] = self.reviews.read([event.text], [event.value])
+            value, text_vector = read.stars, read.vector
+        state.learn(
+            f"#{self._events}", event.item_id, event.type, value, event.ts, self.index.vectors[row], text_vector
+        )
         if event.type not in REJECTING_TYPES:
             self.cf.learn_one(event.user_id, row, event.ts)
             self.trending.learn_one(row, event.ts)

@@ -18,6 +18,7 @@ class Interaction:
     ts: int  # ms since epoch
     type: str = "rating"
     value: float | None = None
+    text: str | None = None  # a review's words
 
 
 @runtime_checkable

@@ -84,14 +84,26 @@ class UserState:
             self.seen_event_ids.popleft()
 
     def learn(
-        self, event_id: str, item_id: str, event_type: str, value: float | None, ts: int, item_vector: np.ndarray
+        self,
+        event_id: str,
+        item_id: str,
+        event_type: str,
+        value: float | None,
+        ts: int,
+        item_vector: np.ndarray,
+        text_vector: np.ndarray | None = None,
     ) -> bool:
-        """Apply one event; False (and no change) when ``event_id`` was already applied."""
+        """Apply one event; False (and no change) when ``event_id`` was already applied. A
+        review's ``text_vector`` moves the vector too, with the same weight
+        (:class:`model.user.review.ReviewReader`); a rebuild in another space replays the items
+        only (the history keeps no text)."""
         if self.has_seen(event_id):
             return False
         self.remember_event(event_id)
         weight = event_weight(event_type, value)
         self.preference.learn_one(item_vector, weight, ts)
+        if text_vector is not None:
+            self.preference.learn_one(text_vector, weight, ts)
         self.history.append(HistoryEntry(item_id, weight, ts, event_type))
         while len(self.history) > self.history_size:
             self.history.popleft()

@@ -10,12 +10,13 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 import numpy as np
 
 from model.embedding.encoder import DEFAULT_MODEL, TextEncoder
+from model.user.review import ReviewReader
 from stream import metrics
 from stream.config import Settings, topic_name
 from stream.kafka.durable_flush import install_durable_flush
@@ -219,7 +220,17 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.sleep(0.1)
         processor = processor_box.setdefault(
             "processor",
-            IngestProcessor(settings, catalogue.index, users, publish, send_dead_letter, encoder_name, signal_drift),
+            IngestProcessor(
+                settings,
+                catalogue.index,
+                users,
+                publish,
+                send_dead_letter,
+                encoder_name,
+                signal_drift,
+                # a review's text in the space the items are served from (base, or the adapter's)
+                reviews=ReviewReader(lambda texts: cast(TextEncoder, catalogue.encoder).encode(texts)),
+            ),
         )
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records, read_again = await with_skipped_records(

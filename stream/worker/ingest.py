@@ -11,11 +11,15 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
 
 from model.drift import CentroidShift, Detection, DriftMonitor, ScoreDrift
 from model.embedding.item_index import ItemIndex
 from model.scoring.hybrid import HybridScorer
 from model.scoring.snapshot import GlobalSnapshot
+from model.user.review import ReadReview, ReviewReader
 from model.user.state import UserState
 from stream import metrics
 from stream.config import Settings
@@ -64,6 +68,7 @@ class IngestProcessor:
         dead_letter: DeadLetter,
         encoder_name: str,
         signal_drift: SignalDrift | None = None,
+        reviews: ReviewReader | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -86,6 +91,8 @@ class IngestProcessor:
         self.signal_drift = signal_drift
         self._detections: list[Detection] = []
         self.cache_size = 100_000
+        self.reviews = reviews  # reads a review's text into the user's vector; None: text ignored
+        self._read: dict[str, ReadReview] = {}  # event_id -> its text read, for this batch
 
     @property
     def model_version(self) -> str:
@@ -149,6 +156,8 @@ class IngestProcessor:
                 await self.dead_letter(rec.raw, err, rec.topic, rec.partition, rec.offset)
                 continue
             per_user[event.user_id].append((event, rec))
+        self._read.clear()  # what a duplicate or parked review left of the last batch
+        self._read_reviews([event for events in per_user.values() for event, _ in events])
 
         to_score: list[tuple[str, UserState, list[Event]]] = []
         for user, events in per_user.items():
@@ -224,10 +233,27 @@ class IngestProcessor:
         applied = self._apply_pending(state)
         if state.last_recommended:
             self._check_hit(event.item_id in state.last_recommended)
-        state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+        self._learn(state, event, vector)
         self._drifted(self.drift.observe_item(vector))
         metrics.EVENTS.labels(event.type, "processed").inc()
         return [*applied, event]
+
+    def _read_reviews(self, events: list[Event]) -> None:
+        """Embed the texts of the reviews among ``events`` (one encoder call), for :meth:`_learn`."""
+        reviews = [e for e in events if e.type == "review" and e.text and e.event_id not in self._read]
+        if self.reviews is None or not reviews:
+            return
+        read = self.reviews.read([cast(str, e.text) for e in reviews], [e.value for e in reviews])
+        self._read.update(zip((e.event_id for e in reviews), read, strict=True))
+
+    def _learn(self, state: UserState, event: Event, vector: np.ndarray) -> None:
+        """One event into the state; a review's text moves the vector too, by its stars or by
+        the stars its text reads as."""
+        assert event.item_id is not None  # every type but forget_user names an item
+        read = self._read.pop(event.event_id, None)
+        value = event.value if read is None else read.stars
+        text_vector = None if read is None else read.vector
+        state.learn(event.event_id, event.item_id, event.type, value, event.ts, vector, text_vector)
 
     def _check_hit(self, hit: bool) -> None:
         """Was the user's item in the list last served to them? Counted, and a rolling rate."""
@@ -269,8 +295,8 @@ class IngestProcessor:
                 still.append(parked)
                 continue
             event = Event.model_validate(parked)
-            assert event.item_id is not None  # only events naming an item are parked
-            state.learn(event.event_id, event.item_id, event.type, event.value, event.ts, vector)
+            self._read_reviews([event])
+            self._learn(state, event, vector)
             metrics.PENDING_EVENTS.dec()
             metrics.EVENTS.labels(event.type, "processed").inc()
             applied.append(event)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 
 from model.embedding.item_index import ItemIndex, ItemInfo
+from model.user.review import ReviewReader
 from model.user.state import UserState
 from stream.config import Settings
 from stream.worker.ingest import IngestProcessor, SourceRecord
@@ -137,3 +138,32 @@ def test_a_failing_event_goes_to_the_dlq_alone_and_the_rest_of_its_batch_is_serv
     assert len(dlq) == 3 and all(args[1].reason == "processing_error" for args in dlq)  # u1's three events
     assert sorted(table) == [b"u0", b"u2"]
     assert len(UserState.from_bytes(table[b"u0"]).history) == 3
+
+
+def test_a_review_s_words_move_the_user_s_vector_by_the_stars_they_read_as():
+    """A starless review is read: a complaint pushes the user away from the item and from what
+    the text is about (here: the vector of i5), praise pulls; a text-blind worker would count
+    both as +2. Stars given win over the text; a parked review is read once its item arrives."""
+    proc, table, _ = processor()
+    about = proc.index.vector_of("i5")
+    proc.reviews = ReviewReader(lambda texts: np.repeat(about[None, :], len(texts), axis=0))
+    bought = {"user_id": "u", "item_id": "i1", "type": "purchase", "ts": 1000}
+    complaint = {"user_id": "u", "item_id": "i1", "type": "review", "ts": 1000, "text": "Terrible, broke at once."}
+    asyncio.run(proc.process(records([{**bought, "event_id": "p"}, {**complaint, "event_id": "r"}])))
+    state = UserState.from_bytes(table[b"u"])
+    w = state.history[-1].weight
+    assert w < 0  # read as about 1.6 stars
+    e1 = proc.index.vector_of("i1")
+    np.testing.assert_allclose(state.preference.vector, 5 * e1 + w * e1 + w * about, rtol=1e-4, atol=1e-5)
+
+    praise = {"user_id": "v", "item_id": "i2", "type": "review", "ts": 1000, "text": "Love it, perfect!", "value": 2}
+    late = {"user_id": "v", "item_id": "new", "type": "review", "ts": 2000, "text": "Love it, perfect gift!"}
+    asyncio.run(proc.process(records([{**praise, "event_id": "s"}, {**late, "event_id": "l"}])))
+    state = UserState.from_bytes(table[b"v"])
+    assert state.history[-1].weight == -0.5  # the 2 stars given, not the glowing words
+    assert len(state.pending) == 1
+    proc.index.upsert([ItemInfo("new", "New")], about[None, :])
+    proc._started = True
+    asyncio.run(proc.on_new_items(["new"]))
+    state = UserState.from_bytes(table[b"v"])
+    assert not state.pending and state.history[-1].weight > 2  # read as about 4.7 stars
