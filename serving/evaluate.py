@@ -44,6 +44,7 @@ from model.evaluation.finetuned_hybrid import FinetunedHybrid
 from model.evaluation.online_hybrid import OnlineHybrid
 from model.evaluation.prequential import PrequentialResult, prequential
 from model.evaluation.protocol import Interaction, Recommender
+from model.evaluation.sasrec import PeriodicSASRec
 from model.finetune.cycle import Cycle, FinetuneSchedule, cycles_markdown
 from model.scoring.hybrid import HybridWeights
 from model.user.review import ReviewReader
@@ -165,6 +166,9 @@ def embed_catalogue(items: list[tuple], encoder_dir: str | None, console: Consol
 EASE_LAMBDA = 150.0
 EASE_HALF_LIFE_DAYS = 120.0
 EASE_EVERY = 1_000
+#: SASRec's, likewise.
+SASREC_EVERY = 5_000
+SASREC_EPOCHS = 10
 
 #: Models that run only when named: too slow for a default run on a CPU, or a control.
 OPT_IN_MODELS = ("hybrid-finetuned", "hybrid-text-blind")
@@ -196,6 +200,7 @@ def model_factories(
         "ease-recency": lambda: PeriodicEASE(
             retrain_every=EASE_EVERY, regularization=EASE_LAMBDA, half_life_days=EASE_HALF_LIFE_DAYS
         ),
+        "sasrec": lambda: PeriodicSASRec(retrain_every=SASREC_EVERY, epochs=SASREC_EPOCHS),
         "implicit-bpr": lambda: PeriodicALS(
             "bpr", retrain_every=10_000, factors=64, iterations=100, learning_rate=0.05
         ),

@@ -31,6 +31,7 @@ from model.evaluation.metrics import (
 )
 from model.evaluation.prequential import prequential
 from model.evaluation.protocol import Interaction, Recommender
+from model.evaluation.sasrec import PeriodicSASRec
 
 DAY_MS = 86_400_000
 needs_implicit = pytest.mark.skipif(importlib.util.find_spec("implicit") is None, reason="implicit not installed")
@@ -227,6 +228,7 @@ ALL_BASELINES = [
     ItemKNN,
     RiverMF,
     lambda: PeriodicEASE(retrain_every=50, regularization=1.0),
+    lambda: PeriodicSASRec(retrain_every=50, dim=8, epochs=3),
     pytest.param(PeriodicALS, marks=needs_implicit),
 ]
 
@@ -395,3 +397,21 @@ def test_ease_fits_only_the_most_frequent_items():
         model.learn_one(event)
     assert sorted(model.items.ids[r] for r in model._fitted) == ["x", "y"]
     assert model.score("c", ["z"])[0] == -np.inf  # outside the fit: never served
+
+
+def test_sasrec_learns_what_comes_next_and_serves_from_the_current_sequence():
+    # every user walks a0 -> a1 -> ... -> a5 (shifted start): the next item is the one after the last
+    log = [Interaction(f"u{u}", f"a{(u + n) % 6}", ts=u * 100 + n) for u in range(40) for n in range(6)]
+    model = PeriodicSASRec(retrain_every=len(log), dim=16, max_len=8, epochs=60, learning_rate=0.01, seed=1)
+    for event in log:
+        model.learn_one(event)
+    assert model.n_fits == 1
+    model.learn_one(Interaction("late", "a2", ts=10**6))  # after the fit: served from its sequence
+    assert model.n_fits == 1 and model.recommend("late", 1, {"a2"}) == ["a3"]
+    model.learn_one(Interaction("late", "a3", ts=10**6 + 1))
+    assert model.recommend("late", 1, {"a2", "a3"}) == ["a4"]
+    model.learn_one(Interaction("late", "brand-new", ts=10**6 + 2))
+    assert model.score("late", ["brand-new"])[0] == -np.inf  # newer than the fit
+    weights = model._net.items.weight.detach().clone()
+    model.fit()  # warm start: training goes on from the last weights
+    assert model.n_fits == 2 and model._net.items.weight.shape[0] >= weights.shape[0]
