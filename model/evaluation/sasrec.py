@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,8 @@ class PeriodicSASRec:
         self._events = 0
         self._rng = np.random.default_rng(seed)
         self._seed = seed
-        self._net = None  # the transformer, built at the first fit
-        self._optimizer = None
+        self._net: Any = None  # the transformer (a torch module), built at the first fit
+        self._optimizer: Any = None
         self._fitted_items = 0
         self._item_vectors = np.zeros((0, dim), dtype=np.float32)  # E of the fit, for serving
         self.n_fits = 0
