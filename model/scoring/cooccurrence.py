@@ -95,15 +95,46 @@ class CFScoring:
         return out
 
 
+class _Pairs:
+    """One item's co-occurrences: the items it met (``cols``) and C with each (``values``),
+    growable arrays updated in place, with the position of each item (``at``)."""
+
+    __slots__ = ("at", "cols", "n", "values")
+
+    def __init__(self) -> None:
+        self.at: dict[int, int] = {}
+        self.cols = np.zeros(4, dtype=np.int64)
+        self.values = np.zeros(4, dtype=np.float64)
+        self.n = 0
+
+    def add(self, col: int, g: float) -> None:
+        at = self.at.get(col)
+        if at is not None:
+            self.values[at] += g
+            return
+        if self.n == len(self.cols):
+            self.cols = np.concatenate([self.cols, np.zeros(self.n, dtype=np.int64)])
+            self.values = np.concatenate([self.values, np.zeros(self.n)])
+        self.cols[self.n], self.values[self.n] = col, g
+        self.at[col] = self.n
+        self.n += 1
+
+    def keep_strongest(self, m: int) -> None:
+        order = np.argsort(-self.values[: self.n], kind="stable")[:m]
+        self.cols, self.values = self.cols[order].copy(), self.values[order].copy()
+        self.n = len(order)
+        self.at = dict(zip(self.cols.tolist(), range(self.n), strict=True))
+
+
 class ItemCooccurrence(CFScoring):
     """sim(i, j) = C_ij / sqrt(n_i * n_j), learned one event at a time, sparse and bounded.
 
     When user u interacts with item i, C_ij += g and C_ji += g for each j among u's last
     ``window`` distinct items, and n_i += g, where g is the time-decay weight of the event
     (half-life ``half_life_s``; infinite = plain counts). Each item keeps its co-occurrences in
-    a dict of the items it met; past ``2 * max_pairs`` entries it keeps the ``max_pairs``
-    strongest, so memory is O(pairs that co-occur), at most 2 * max_pairs per item. A user's CF
-    score comes from the pairs of their recent items (:class:`CFScoring`).
+    arrays of the items it met, updated in place; past ``2 * max_pairs`` entries it keeps the
+    ``max_pairs`` strongest, so memory is O(pairs that co-occur), at most 2 * max_pairs per item.
+    A user's CF score comes from the pairs of their recent items (:class:`CFScoring`).
 
     >>> cf = ItemCooccurrence(window=5)
     >>> for user, item in [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 2)]:
@@ -125,19 +156,18 @@ class ItemCooccurrence(CFScoring):
         self.recency = recency
         self.max_pairs = max_pairs
         self.clock = DecayClock(half_life_s)
-        self._pairs: list[dict[int, float]] = []
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> its pairs as arrays, until it changes
+        self._pairs: list[_Pairs] = []
         self._n = np.zeros(1024, dtype=np.float64)
         self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.window))
 
     @property
     def n_pairs(self) -> int:
         """Stored co-occurrence entries (each pair counts twice: C_ij and C_ji)."""
-        return sum(len(p) for p in self._pairs)
+        return sum(p.n for p in self._pairs)
 
     def _grow(self, rows: int) -> None:
         while len(self._pairs) < rows:
-            self._pairs.append({})
+            self._pairs.append(_Pairs())
         if rows > len(self._n):
             grown = np.zeros(max(rows, 2 * len(self._n)))
             grown[: len(self._n)] = self._n
@@ -150,17 +180,15 @@ class ItemCooccurrence(CFScoring):
         g = weight * self.clock.weight(ts)
         recent = self.recent[user_id]
         mine = self._pairs[row]
-        self._arrays.pop(row, None)
         for j in recent:
             if j != row:
-                mine[j] = mine.get(j, 0.0) + g
-                self._arrays.pop(j, None)
+                mine.add(j, g)
                 theirs = self._pairs[j]
-                theirs[row] = theirs.get(row, 0.0) + g
-                if len(theirs) > 2 * self.max_pairs:
-                    self._prune(j)
-        if len(mine) > 2 * self.max_pairs:
-            self._prune(row)
+                theirs.add(row, g)
+                if theirs.n > 2 * self.max_pairs:
+                    theirs.keep_strongest(self.max_pairs)
+        if mine.n > 2 * self.max_pairs:
+            mine.keep_strongest(self.max_pairs)
         self._n[row] += g
         if row in recent:
             recent.remove(row)
@@ -168,15 +196,8 @@ class ItemCooccurrence(CFScoring):
         factor = self.clock.rebase()
         if factor is not None:
             for pairs in self._pairs:
-                for j in pairs:
-                    pairs[j] *= factor
-            self._arrays.clear()
+                pairs.values *= factor
             self._n *= factor
-
-    def _prune(self, row: int) -> None:
-        pairs = self._pairs[row]
-        keep = sorted(pairs.items(), key=lambda kv: -kv[1])[: self.max_pairs]
-        self._pairs[row] = dict(keep)
 
     def counts(self, n_items: int) -> np.ndarray:
         """Decayed n of rows 0..n_items-1 as of the latest event."""
@@ -187,16 +208,10 @@ class ItemCooccurrence(CFScoring):
 
     def neighbours_of(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """sim(row, j) for every j that co-occurred with ``row`` (the decay cancels in the ratio)."""
-        if row >= len(self._pairs) or not self._pairs[row]:
+        if row >= len(self._pairs) or not self._pairs[row].n:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        cached = self._arrays.get(row)
-        if cached is None:
-            pairs = self._pairs[row]
-            cached = self._arrays[row] = (
-                np.fromiter(pairs.keys(), dtype=np.int64, count=len(pairs)),
-                np.fromiter(pairs.values(), dtype=np.float64, count=len(pairs)),
-            )
-        cols, c = cached
+        pairs = self._pairs[row]
+        cols, c = pairs.cols[: pairs.n], pairs.values[: pairs.n]
         n = np.maximum(self._n[cols], 1e-12)
         return cols, (c / np.sqrt(n * max(self._n[row], 1e-12))).astype(np.float32)
 
@@ -208,7 +223,7 @@ class ItemCooccurrence(CFScoring):
         chunks_i: list[np.ndarray] = []
         chunks_v: list[np.ndarray] = []
         for row in range(min(n_items, len(self._pairs))):
-            if not frequent[row] or not self._pairs[row]:
+            if not frequent[row] or not self._pairs[row].n:
                 continue
             cols, sims = self.neighbours_of(row)
             keep = cols < n_items
