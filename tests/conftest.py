@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from model.user.state import UserState
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings, topic_name
 from stream.kafka.follow import consumer_from_start
@@ -92,3 +93,22 @@ def read_topic(settings: Settings, name: str, until, timeout_s: float = 60.0) ->
     finally:
         consumer.close()
     raise AssertionError(f"{name}: condition not met after {timeout_s}s; got {len(values)} records: {values[-3:]}")
+
+
+def states(settings: Settings) -> dict[str, UserState]:
+    """Each user's latest state from the table's changelog topic."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        f"{settings.app_id}-user-state-changelog",
+        bootstrap_servers=settings.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    )
+    latest: dict[str, bytes | None] = {}
+    for message in consumer:
+        latest[message.key.decode()] = message.value
+    consumer.close()
+    return {user: UserState.from_bytes(raw) for user, raw in latest.items() if raw is not None}

@@ -19,6 +19,7 @@ from stream.config import Settings, topic_name
 from stream.kafka.topics import create_topics
 from stream.metrics import metric_sum
 from stream.process import StreamProcess
+from tests.conftest import states
 from tests.integration.test_worker import KITCHEN, SHOES, publish_catalogue
 
 pytestmark = pytest.mark.integration
@@ -76,25 +77,6 @@ def send(settings: Settings, good: list[dict], bad: list[bytes]) -> None:
         for raw in bad:
             producer.send_raw(raw, key=b"bad")
         producer.flush()
-
-
-def states(settings: Settings) -> dict[str, UserState]:
-    """Each user's latest state from the table's changelog topic."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        f"{settings.app_id}-user-state-changelog",
-        bootstrap_servers=settings.bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=2000,
-    )
-    latest: dict[str, bytes | None] = {}
-    for message in consumer:
-        latest[message.key.decode()] = message.value
-    consumer.close()
-    return {user: UserState.from_bytes(raw) for user, raw in latest.items() if raw is not None}
 
 
 def log_tail(path, lines: int = 40) -> str:

@@ -10,7 +10,7 @@ import pytest
 from serving.sdk import EventProducer
 from stream.metrics import metric_sum
 from stream.schemas import Item
-from tests.conftest import read_topic
+from tests.conftest import read_topic, states
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +71,25 @@ def test_a_user_who_clicks_one_taste_gets_that_taste_and_never_a_purchased_or_ju
     assert all(item["reasons"] and item["reasons"][0].startswith("similar to ") for item in final["items"])
     scores = [i["score"] for i in final["items"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_the_worker_reads_a_review_s_words_when_it_has_no_stars(settings, start_worker):
+    reviews = {
+        "dave": "Love it, the best skillet I ever had!",
+        "erin": "Awful skillet, rusted after one use. Waste of money.",
+    }
+    with EventProducer(settings) as producer:
+        publish_catalogue(producer)
+        start_worker(items=12)
+        for user, text in reviews.items():
+            producer.send(event_id=f"{user}-p", user_id=user, item_id="k4", type="purchase", ts=1000)
+            producer.send(event_id=f"{user}-r", user_id=user, item_id="k4", type="review", text=text, ts=2000)
+        producer.flush()
+    read_topic(settings, "recommendations", lambda recs: has_trigger("dave-r")(recs) and has_trigger("erin-r")(recs))
+    found = states(settings)
+    # a text-blind worker weighs both reviews +2; read, praise weighs more, the complaint pushes away
+    assert found["dave"].history[-1].weight > 2.0 > 0 > found["erin"].history[-1].weight
+    assert found["erin"].preference.vector @ found["dave"].preference.vector > 0  # both bought the skillet
 
 
 def test_malformed_events_go_to_the_dlq_with_a_reason_and_the_next_event_is_served(settings, start_worker):
