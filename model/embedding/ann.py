@@ -12,6 +12,7 @@ results (the search asks for more than c when rows are masked).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -68,21 +69,31 @@ class VectorSearch:
             self._build(matrix)
 
     def search(
-        self, users: np.ndarray, c: int, matrix: np.ndarray, masked: np.ndarray | None = None
+        self,
+        users: np.ndarray,
+        c: int,
+        matrix: np.ndarray,
+        masked: np.ndarray | None = None,
+        excluded: Sequence[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """For each user vector (rows of ``users``), the rows of ``matrix`` of its ``c`` largest
-        u . e, best first, leaving out the rows where ``masked`` holds."""
+        u . e, best first, leaving out the rows where ``masked`` holds and user b's rows
+        ``excluded[b]``. The graph skips a user's excluded rows while it searches (a faiss ID
+        selector), so they cost no breadth: a user who just saw 50 items asks for c, not c + 50."""
         users = np.ascontiguousarray(users, dtype=np.float32)
         n_rows = len(matrix)
         c = max(0, min(c, n_rows))
         if c == 0:
             return [np.zeros(0, dtype=np.int64) for _ in users]
         if self._graph is None:
-            return self._exact(users, c, matrix, masked)
+            return self._exact(users, c, matrix, masked, excluded)
         n_masked = 0 if masked is None else int(masked.sum())
         want = min(c + n_masked + self._stale, len(self._entry_row))
-        self._graph.hnsw.efSearch = max(self.ef_search, want)
-        _, entries = self._graph.search(users, want)
+        if excluded is None or not any(len(e) for e in excluded):
+            self._graph.hnsw.efSearch = max(self.ef_search, want)
+            _, entries = self._graph.search(users, want)
+        else:
+            entries = np.stack([self._search_skipping(u, want, e) for u, e in zip(users, excluded, strict=True)])
         out = []
         for found in entries:
             found = found[found >= 0]
@@ -94,11 +105,32 @@ class VectorSearch:
             out.append(rows[:c])
         return out
 
+    def _search_skipping(self, user: np.ndarray, want: int, rows: np.ndarray) -> np.ndarray:
+        """Graph entries nearest to one user, never the current entries of ``rows``."""
+        import faiss
+
+        skip = self._row_entry[rows[rows < len(self._row_entry)]]
+        skip = np.ascontiguousarray(skip[skip >= 0], dtype=np.int64)
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # built by SWIG, not in the stubs
+        batch = faiss.IDSelectorBatch(len(skip), faiss.swig_ptr(skip))
+        params.sel = faiss.IDSelectorNot(batch)
+        params.efSearch = max(self.ef_search, want)
+        _, entries = self._graph.search(user[None, :], want, params=params)
+        return entries[0]
+
     @staticmethod
-    def _exact(users: np.ndarray, c: int, matrix: np.ndarray, masked: np.ndarray | None) -> list[np.ndarray]:
+    def _exact(
+        users: np.ndarray,
+        c: int,
+        matrix: np.ndarray,
+        masked: np.ndarray | None,
+        excluded: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         scores = users @ np.asarray(matrix, dtype=np.float32).T
         if masked is not None:
             scores[:, masked] = -np.inf
+        for b, rows in enumerate(excluded or ()):
+            scores[b, rows[rows < scores.shape[1]]] = -np.inf
         out = []
         for row in scores:
             top = np.argpartition(-row, c - 1)[:c]

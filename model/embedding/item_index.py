@@ -162,15 +162,16 @@ class ItemIndex:
         leaving out the rows ``excluded[b]`` (ascending) of user b; ascending row order."""
         n = len(self.infos)
         masked = None if self.search.approximate else ~self.available
-        want = [min(n, c + len(e) + min(len(self._unavailable), c)) for e in excluded]
+        want = min(n, c + min(len(self._unavailable), c))  # the search itself skips the excluded rows
         out: list[np.ndarray] = []
-        for b, rows in enumerate(self.search.search(users, max(want, default=0), self.vectors, masked)):
+        for b, rows in enumerate(self.search.search(users, want, self.vectors, masked, excluded)):
+            asked = want
             while True:
                 keep = rows[self._available[rows] & ~np.isin(rows, excluded[b], assume_unique=False)][:c]
-                if len(keep) >= c or want[b] >= n:
+                if len(keep) >= c or asked >= n:
                     break
-                want[b] = min(n, 2 * want[b])  # many of the nearest were excluded: ask for more
-                rows = self.search.search(users[b : b + 1], want[b], self.vectors, masked)[0]
+                asked = min(n, 2 * asked)  # many of the nearest were unavailable: ask for more
+                rows = self.search.search(users[b : b + 1], asked, self.vectors, masked, excluded[b : b + 1])[0]
             out.append(np.sort(keep))
         return out
 

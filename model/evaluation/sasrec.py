@@ -166,6 +166,10 @@ def _SASRecNet(n_embeddings: int, dim: int, layers: int, heads: int, max_len: in
             super().__init__()
             self.items = nn.Embedding(n_embeddings, dim, padding_idx=0)
             self.positions = nn.Embedding(max_len, dim)
+            for table in (self.items, self.positions):  # small: the logits start near uniform
+                nn.init.normal_(table.weight, std=dim**-0.5)
+            with torch.no_grad():
+                self.items.weight[0] = 0.0
             block = nn.TransformerEncoderLayer(
                 dim, heads, dim_feedforward=dim, dropout=dropout, batch_first=True, norm_first=True
             )
@@ -176,7 +180,7 @@ def _SASRecNet(n_embeddings: int, dim: int, layers: int, heads: int, max_len: in
         def forward(self, sequences: torch.Tensor) -> torch.Tensor:
             length = sequences.shape[1]
             real = (sequences > 0).unsqueeze(-1)  # the padding is zeroed, not attended away (no NaN rows)
-            x = (self.items(sequences) * dim**0.5 + self.positions.weight[-length:]) * real
+            x = (self.items(sequences) + self.positions.weight[-length:]) * real
             causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
             return self.norm(self.blocks(self.drop(x), mask=causal) * real)
 

@@ -221,3 +221,19 @@ def test_a_first_click_in_a_category_brings_that_category_s_trending_items():
     assert all(s.reasons[0] == "trending in kitchen" for s in served)
     [overall] = HybridScorer(index, None, trending, replace(weights, category_trending=0.0)).recommend([state], k=5)
     assert all(s.item_id.startswith("shoe") and s.reasons == ("trending now",) for s in overall)
+
+
+@pytest.mark.parametrize("exact_below", [10**9, 200])
+def test_the_vector_search_skips_each_user_s_excluded_rows_and_still_finds_c(exact_below):
+    rng = np.random.default_rng(13)
+    index = ItemIndex(DIM, exact_below=exact_below)
+    vectors = unit(rng.standard_normal((400, DIM)))
+    index.upsert([ItemInfo(f"i{r}", "") for r in range(400)], vectors)
+    assert index.search.approximate == (exact_below == 200)
+    users = unit(rng.standard_normal((2, DIM)))
+    ranked = [np.argsort(-(vectors @ u)) for u in users]
+    excluded = [np.sort(ranked[0][:30]), np.zeros(0, dtype=np.int64)]  # user 0 just saw their 30 nearest
+    found = index.nearest(users, 10, excluded)
+    assert len(found[0]) == 10 and not set(found[0].tolist()) & set(excluded[0].tolist())
+    assert len(set(found[0].tolist()) & set(ranked[0][30:40].tolist())) >= 8  # the next ten, near enough
+    assert len(set(found[1].tolist()) & set(ranked[1][:10].tolist())) >= 8
