@@ -168,7 +168,8 @@ EASE_HALF_LIFE_DAYS = 120.0
 EASE_EVERY = 1_000
 #: SASRec's, likewise.
 SASREC_EVERY = 5_000
-SASREC_EPOCHS = 10
+SASREC_EPOCHS = 60
+SASREC_LEARNING_RATE = 2e-3
 
 #: Models that run only when named: too slow for a default run on a CPU, or a control.
 OPT_IN_MODELS = ("hybrid-finetuned", "hybrid-text-blind")
@@ -200,7 +201,9 @@ def model_factories(
         "ease-recency": lambda: PeriodicEASE(
             retrain_every=EASE_EVERY, regularization=EASE_LAMBDA, half_life_days=EASE_HALF_LIFE_DAYS
         ),
-        "sasrec": lambda: PeriodicSASRec(retrain_every=SASREC_EVERY, epochs=SASREC_EPOCHS),
+        "sasrec": lambda: PeriodicSASRec(
+            retrain_every=SASREC_EVERY, epochs=SASREC_EPOCHS, learning_rate=SASREC_LEARNING_RATE
+        ),
         "implicit-bpr": lambda: PeriodicALS(
             "bpr", retrain_every=10_000, factors=64, iterations=100, learning_rate=0.05
         ),
