@@ -369,7 +369,35 @@ class RiverMF:
         return self.items.pick(self.scores(user_id), item_ids)
 
 
-class PeriodicALS:
+class ScoredOrPopular:
+    """``recommend`` / ``score`` of a periodically fit model from its ``scores(user_id)`` by item
+    row (-inf: never served, e.g. items newer than the fit), all-time popularity for a user it
+    has no scores for. Subclasses hold ``items`` (their rows) and ``popularity``."""
+
+    items: _ItemRows
+    popularity: Popularity
+
+    def scores(self, user_id: str) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def recommend(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
+        scores = self.scores(user_id)
+        if scores is None:
+            return self.popularity.recommend(user_id, k, exclude)
+        return self.items.top(scores, k, exclude)
+
+    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
+        scores = self.scores(user_id)
+        if scores is None:
+            return self.popularity.score(user_id, item_ids)
+        rows = self.items.rows_of(item_ids)
+        out = np.full(len(rows), -np.inf)  # unknown items and items newer than the fit rank last
+        known = rows >= 0
+        out[known] = scores[rows[known]]
+        return out
+
+
+class PeriodicALS(ScoredOrPopular):
     """A batch model from ``implicit`` (ALS or BPR), refit every ``retrain_every`` events on all
     events so far, served unchanged in between.
 
@@ -500,24 +528,8 @@ class PeriodicALS:
         scores[: len(self._item_factors)] = self._item_factors @ x_u
         return scores
 
-    def recommend(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
-        scores = self.scores(user_id)
-        if scores is None:
-            return self.popularity.recommend(user_id, k, exclude)
-        return self.items.top(scores, k, exclude)
 
-    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
-        scores = self.scores(user_id)
-        if scores is None:
-            return self.popularity.score(user_id, item_ids)
-        rows = self.items.rows_of(item_ids)
-        out = np.full(len(rows), -np.inf)  # unknown items and items newer than the fit rank last
-        known = rows >= 0
-        out[known] = scores[rows[known]]
-        return out
-
-
-class PeriodicEASE:
+class PeriodicEASE(ScoredOrPopular):
     """EASE (Steck, 2019), refit every ``retrain_every`` events, new events folded in at serving.
 
         B = argmin ||X - X B||^2 + lambda ||B||^2  s.t. diag(B) = 0
@@ -550,6 +562,7 @@ class PeriodicEASE:
         self.half_life_ms = None if half_life_days is None else half_life_days * 86_400_000
         self.max_items = max_items
         self.popularity = Popularity()
+        self.items = self.popularity.items  # the same rows
         self._latest: dict[str, dict[int, int]] = defaultdict(dict)  # user -> row -> ts of their latest event
         self._events = 0
         self._now = 0
@@ -557,10 +570,6 @@ class PeriodicEASE:
         self._fitted = np.zeros(0, dtype=np.int64)  # column -> item row
         self._b = np.zeros((0, 0), dtype=np.float32)
         self.n_fits = 0
-
-    @property
-    def items(self) -> _ItemRows:
-        return self.popularity.items
 
     def learn_one(self, event: Interaction) -> None:
         self.popularity.learn_one(event)
@@ -617,20 +626,4 @@ class PeriodicEASE:
         ts = np.fromiter(latest.values(), dtype=np.float64, count=len(latest))[inside][keep]
         out = np.full(len(self.items), -np.inf)
         out[self._fitted] = self._weights(ts).astype(np.float32) @ self._b[cols[keep]]
-        return out
-
-    def recommend(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
-        scores = self.scores(user_id)
-        if scores is None:
-            return self.popularity.recommend(user_id, k, exclude)
-        return self.items.top(scores, k, exclude)
-
-    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
-        scores = self.scores(user_id)
-        if scores is None:
-            return self.popularity.score(user_id, item_ids)
-        rows = self.items.rows_of(item_ids)
-        out = np.full(len(rows), -np.inf)
-        known = rows >= 0
-        out[known] = scores[rows[known]]
         return out

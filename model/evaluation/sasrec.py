@@ -5,16 +5,15 @@ from the user's current sequence."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from model.evaluation.baselines import Popularity
+from model.evaluation.baselines import Popularity, ScoredOrPopular
 from model.evaluation.protocol import Interaction
 
 
-class PeriodicSASRec:
+class PeriodicSASRec(ScoredOrPopular):
     """Self-attentive sequential recommendation, trained on every user's sequence so far:
 
         h_t = Transformer(E[s_1..t] + P[1..t])_t  (causal self-attention, ``layers`` blocks)
@@ -52,6 +51,7 @@ class PeriodicSASRec:
         self.dim, self.layers, self.heads, self.max_len, self.dropout = dim, layers, heads, max_len, dropout
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
         self.popularity = Popularity()
+        self.items = self.popularity.items  # the same rows
         self._sequences: dict[str, list[int]] = defaultdict(list)  # item rows + 1 (0 pads), oldest first
         self._events = 0
         self._rng = np.random.default_rng(seed)
@@ -61,10 +61,6 @@ class PeriodicSASRec:
         self._fitted_items = 0
         self._item_vectors = np.zeros((0, dim), dtype=np.float32)  # E of the fit, for serving
         self.n_fits = 0
-
-    @property
-    def items(self):
-        return self.popularity.items
 
     def learn_one(self, event: Interaction) -> None:
         self.popularity.learn_one(event)
@@ -137,22 +133,6 @@ class PeriodicSASRec:
             state = self._net(inputs)[0, -1].numpy()
         out = np.full(len(self.items), -np.inf)
         out[: self._fitted_items] = self._item_vectors @ state
-        return out
-
-    def recommend(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
-        scores = self.scores(user_id)
-        if scores is None:
-            return self.popularity.recommend(user_id, k, exclude)
-        return self.items.top(scores, k, exclude)
-
-    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
-        scores = self.scores(user_id)
-        if scores is None:
-            return self.popularity.score(user_id, item_ids)
-        rows = self.items.rows_of(item_ids)
-        out = np.full(len(rows), -np.inf)
-        known = rows >= 0
-        out[known] = scores[rows[known]]
         return out
 
 
