@@ -44,7 +44,9 @@ def broker(
 ) -> None:
     """Run an embedded Kafka-protocol broker on 127.0.0.1 until Ctrl-C."""
     from stream.broker import EmbeddedBroker
+    from stream.process import stop_on_signals
 
+    stop_on_signals()  # SIGTERM too: the broker's own process is stopped with this one
     embedded = EmbeddedBroker(kind, port=port, data_dir=data_dir)
     with console.status(f"starting {kind} on 127.0.0.1:{port}"):
         embedded.start()
@@ -109,12 +111,9 @@ def learner(
 ) -> None:
     """Run the learner: global CF + trending from every event, and guarded fine-tune cycles of the
     item encoder's adapter; both shipped to the workers as versioned, checksummed model versions."""
-    import logging
+    from stream.learner.service import learner_main
 
-    from stream.learner.service import run_learner
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s learner: %(message)s")
-    run_learner(_settings(bootstrap, model_store=model_store, finetune=finetune, learner_metrics_port=metrics_port))
+    learner_main(_settings(bootstrap, model_store=model_store, finetune=finetune, learner_metrics_port=metrics_port))
 
 
 StoreOpt = Annotated[
@@ -222,7 +221,9 @@ def demo(
     """End to end on one machine: embedded broker, worker, learner, HTTP API, MovieLens-100K catalogue and
     ratings replay; prints where every process's metrics are, and a summary."""
     from serving.demo import run_demo
+    from stream.process import stop_on_signals
 
+    stop_on_signals()  # SIGTERM too: the broker, worker, learner and API it started stop with it
     run_demo(
         events=events,
         rate=rate,

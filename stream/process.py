@@ -1,10 +1,12 @@
 """Child processes for the demo, tests and benchmarks: :class:`ChildProcess` runs any command
 with its output in a log file; :class:`StreamProcess` is a worker or the learner
-(``python -m stream.worker`` / ``python -m stream.learner``) configured by ``Settings``."""
+(``python -m stream.worker`` / ``python -m stream.learner``) configured by ``Settings``;
+:func:`stop_on_signals` makes a process stop itself and its children on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +26,22 @@ def http_get(url: str, headers: dict | None = None, timeout_s: float = 5.0) -> t
             return r.status, r.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (what systemd, supervisord and Docker send) and SIGINT raise KeyboardInterrupt in
+    the main thread, so the ``finally`` blocks that stop this process's children run. Installed
+    explicitly because a shell starts a background job with SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored. Later signals are ignored while the process cleans up (each of its
+    stops is bounded, ending in SIGKILL)."""
+
+    def interrupt(signum: int, frame) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
 
 
 class ChildProcess:

@@ -128,6 +128,19 @@ def adapter_trainer(settings: Settings, store: ModelStore, announce, base_encode
     )
 
 
+def learner_main(settings: Settings) -> None:
+    """The learner as a process (``python -m stream.learner``, ``streamrec learner``): logs to
+    stderr, stops cleanly on SIGTERM or SIGINT (consumer and producer closed, cycle awaited)."""
+    from stream.process import stop_on_signals
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s learner: %(message)s")
+    stop_on_signals()
+    try:
+        run_learner(settings)
+    except KeyboardInterrupt as stopped:
+        log.info("stopped (%s)", stopped)
+
+
 def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     """Learn from ``events`` forever (or ``stop_after_s``): CF + trending snapshots as
     configured, and (``settings.finetune``) guarded adapter fine-tune cycles in a thread."""
