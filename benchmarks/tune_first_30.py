@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/tune_first_30.py ease                  # MovieLens-100K
     .venv/bin/python benchmarks/tune_first_30.py sasrec
     .venv/bin/python benchmarks/tune_first_30.py category --dataset completejourney
+    .venv/bin/python benchmarks/tune_first_30.py rebuy --dataset completejourney
 
 Prints HR@10 / NDCG@10 per setting and, for the hybrid grids, each setting's paired difference
 from the first one with its standard error (docs/BENCHMARKS.md section 12).
@@ -16,7 +17,7 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from model.evaluation.baselines import PeriodicEASE
+from model.evaluation.baselines import FrequentPurchases, PeriodicEASE
 from model.evaluation.online_hybrid import OnlineHybrid
 from model.evaluation.prequential import prequential
 from model.evaluation.sasrec import PeriodicSASRec
@@ -53,11 +54,35 @@ def category_grid(items, betas: list[float]) -> list:
     ]
 
 
+def rebuy_grid(items, betas: list[float], thresholds: list[float]) -> list:
+    """The buy-again weight and due threshold, with "your most frequent past purchases" beside them."""
+    catalogue = embed_catalogue(items, None, Console())
+    s = Settings()
+    weights, policy, sizes = s.hybrid_weights(), s.serving_policy(), s.candidate_sizes()
+    models: list = [
+        OnlineHybrid(
+            catalogue.index,
+            replace(weights, repurchase=b),
+            f"rebuy-b{b:g}-due{due:g}",
+            policy=replace(policy, due_threshold=due),
+            sizes=sizes,
+        )
+        for b in betas
+        for due in thresholds
+    ]
+    return [*models, FrequentPurchases()]
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("grid", choices=["ease", "sasrec", "category"])
+    parser.add_argument("grid", choices=["ease", "sasrec", "category", "rebuy"])
     parser.add_argument("--dataset", default="movielens-100k", help="as `streamrec evaluate --dataset`")
-    parser.add_argument("--betas", default="0,0.1,0.3", help="category grid: the betas tried")
+    parser.add_argument("--betas", default=None, help="category grid: the betas tried (0,0.1,0.3); rebuy: 1,3")
+    parser.add_argument("--due", default="0.02,0.1", help="rebuy grid: the due thresholds tried")
     parser.add_argument("--eval-every", type=int, default=5)
     args = parser.parse_args()
     events, items = load_log(args.dataset, None, None)
@@ -66,8 +91,10 @@ def main() -> None:
         models = ease_grid()
     elif args.grid == "sasrec":
         models = sasrec_grid()
+    elif args.grid == "rebuy":
+        models = rebuy_grid(items, floats(args.betas or "1,3"), floats(args.due))
     else:
-        models = category_grid(items, [float(b) for b in args.betas.split(",")])
+        models = category_grid(items, floats(args.betas or "0,0.1,0.3"))
     started = time.time()
     result = prequential(events, models, k=10, eval_every=args.eval_every, exclude_seen=not has_repeats(events))
     print(f"{args.dataset}: first {len(events):,} events, {result.n_scored:,} scored, {time.time() - started:.0f} s")

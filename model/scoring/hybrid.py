@@ -30,7 +30,7 @@ class HybridWeights:
     content: float = 0.3
     cf: float = 1.0
     trending: float = 0.2
-    repurchase: float = 1.0
+    repurchase: float = 3.0  # chosen on the first 30% of the grocery log (docs/BENCHMARKS.md)
     category_trending: float = 0.1
 
 
@@ -122,7 +122,8 @@ class _Terms:
     users: np.ndarray | None = None
     cf: list[SparseScores] | None = None
     cf_history: list[list[int]] = field(default_factory=list)
-    due: list[SparseScores] | None = None  # buy-again scores of the user's past purchases
+    due: list[SparseScores] | None = None  # due(u, i) of the user's past purchases: who may be served
+    rebuy: list[SparseScores] | None = None  # rebuy(u, i) of the same rows: the buy-again term
     bought_days: list[dict[int, float]] = field(default_factory=list)  # row -> days since bought
     liked: list[list[int]] = field(default_factory=list)  # rows the user liked, most recent first
     categories: list[SparseScores] | None = None  # per category code: a_u(c) / P(c)
@@ -132,7 +133,7 @@ class _Terms:
 
 class HybridScorer:
     """score(u, i) = b_content * z(cos(u, e_i)) + b_cf * z(cf(u, i)) + b_trend * z(pop(i))
-    + b_rep * z(due(u, i)) + b_cat * z(a_u(c_i) * pop(i) / P(c_i)), in two stages: candidates,
+    + b_rep * z(rebuy(u, i)) + b_cat * z(a_u(c_i) * pop(i) / P(c_i)), in two stages: candidates,
     then the ranking of the candidates only. The last term is trending within the user's
     categories: a_u(c) is the share of category c among the user's last 20 liked items, P(c)
     the trending count of all servable items of c (so a first click in a category already
@@ -148,7 +149,7 @@ class HybridScorer:
     top trending, and every past purchase due again) decide which items are ranked. A user
     without history has only the trending term: cold start. What a list may contain is the
     :class:`ServingPolicy` (consumed and just-seen items only when due again, never an
-    unavailable item, MMR). due(u, i) is :class:`BuyAgain`'s, when the scorer has one. Each item
+    unavailable item, MMR). due(u, i) and rebuy(u, i) are :class:`BuyAgain`'s, when the scorer has one. Each item
     carries 1-3 reasons, one per term that lifted it, strongest first.
 
     >>> from model.embedding.item_index import ItemInfo
@@ -270,13 +271,14 @@ class HybridScorer:
             terms.cf = [self.cf.sparse_scores(h) for h in terms.cf_history]
             terms.moments["cf"] = self._sparse_moments(terms.cf)
         if self.buy_again is not None:
-            terms.bought_days, terms.due = [], []
+            terms.bought_days, terms.due, terms.rebuy = [], [], []
             for state, now in zip(states, nows, strict=True):
-                days, due = self._due(state, now)
+                days, due, rebuy = self._due(state, now)
                 terms.bought_days.append(days)
                 terms.due.append(due)
+                terms.rebuy.append(rebuy)
             if w.repurchase:
-                terms.moments["repurchase"] = self._sparse_moments(terms.due)
+                terms.moments["repurchase"] = self._sparse_moments(terms.rebuy)
         if w.category_trending and self.trending is not None:
             self._category_terms(terms)
         if w.trending and self.trending is not None:
@@ -313,17 +315,24 @@ class HybridScorer:
             np.array([v.sum() for v in live]), np.array([(v * v).sum() for v in live]), index.n_available
         )
 
-    def _due(self, state: UserState, now: int) -> tuple[dict[int, float], SparseScores]:
-        """Days since each past purchase (by row) and their buy-again scores (rows ascending)."""
+    def _due(self, state: UserState, now: int) -> tuple[dict[int, float], SparseScores, SparseScores]:
+        """Days since each past purchase (by row), their due and rebuy scores (rows ascending)."""
         assert self.buy_again is not None
-        bought = [(r, now - ts) for item, (_, ts) in state.bought.items() if (r := self.index.row_of(item)) is not None]
+        bought = sorted(
+            (r, now - bought[1], bought[2] if len(bought) > 2 else bought[0])
+            for item, bought in state.bought.items()
+            if (r := self.index.row_of(item)) is not None
+        )
         if not bought:
-            return {}, SparseScores.empty()
-        bought.sort()
-        rows = np.array([r for r, _ in bought], dtype=np.int64)
-        days = np.array([age for _, age in bought], dtype=np.float64) / DAY_MS
-        due = self.buy_again.due(rows, days).astype(np.float32)
-        return dict(zip(rows.tolist(), days.tolist(), strict=True)), SparseScores(rows, due)
+            return {}, SparseScores.empty(), SparseScores.empty()
+        rows = np.array([r for r, _, _ in bought], dtype=np.int64)
+        days = np.array([age for _, age, _ in bought], dtype=np.float64) / DAY_MS
+        due, rebuy = self.buy_again.rebuy(rows, days, np.array([h for _, _, h in bought], dtype=np.float64))
+        return (
+            dict(zip(rows.tolist(), days.tolist(), strict=True)),
+            SparseScores(rows, due.astype(np.float32)),
+            SparseScores(rows, rebuy.astype(np.float32)),
+        )
 
     def _excluded(
         self, state: UserState, now: int, exclude: Collection[str] | None, terms: _Terms, b: int
@@ -392,8 +401,8 @@ class HybridScorer:
             parts["content"] = np.float32(w.content) * terms.moments["content"].z(raw)
         if "cf" in terms.moments and terms.cf is not None:
             parts["cf"] = np.float32(w.cf) * terms.moments["cf"].z(_lookup(terms.cf, rows, len(self.index) + 1))
-        if "repurchase" in terms.moments and terms.due is not None:
-            raw = _lookup(terms.due, rows, len(self.index) + 1)
+        if "repurchase" in terms.moments and terms.rebuy is not None:
+            raw = _lookup(terms.rebuy, rows, len(self.index) + 1)
             parts["repurchase"] = np.float32(w.repurchase) * terms.moments["repurchase"].z(raw)
         if "trending" in terms.moments and self.trending is not None:
             values = self.trending.values(rows.ravel()).reshape(rows.shape)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.scoring.decay import DEFAULT_HALF_LIFE_S
+from model.scoring.repurchase import habit_after
 from model.user.preference import (
     CONSUMING_TYPES,
     REJECTING_TYPES,
@@ -42,8 +43,9 @@ class UserState:
       in another embedding space and to explain recommendations.
     - ``consumed``: purchased / rated / reviewed items, not recommended again unless due again
       (bounded).
-    - ``bought``: item -> [purchases, last purchase ts] of the user's purchases, most recent
-      last (bounded like ``consumed``): when a past purchase is due again.
+    - ``bought``: item -> [purchases, last purchase ts, habit] of the user's purchases, most
+      recent last (bounded like ``consumed``): when a past purchase is due again, and how much of
+      a habit it is (:func:`~model.scoring.repurchase.habit_after`, as of the last purchase).
     - ``seen_event_ids``: the last ``dedupe_window`` event ids; a replayed event changes nothing.
     - ``pending``: events naming items not yet in the catalogue, applied once they arrive.
     - ``space``: the embedding space ``preference`` lives in (the adapter version, "base"
@@ -61,7 +63,7 @@ class UserState:
     preference: PreferenceVector
     history: deque = field(default_factory=deque)
     consumed: list[str] = field(default_factory=list)
-    bought: dict[str, list[int]] = field(default_factory=dict)
+    bought: dict[str, list[float]] = field(default_factory=dict)
     seen_event_ids: deque = field(default_factory=deque)
     last_recommended: list[str] = field(default_factory=list)
     pending: list[dict] = field(default_factory=list)
@@ -112,8 +114,8 @@ class UserState:
             if len(self.consumed) > self.consumed_limit:
                 del self.consumed[0]
         if event_type == "purchase":
-            count, _ = self.bought.pop(item_id, (0, ts))
-            self.bought[item_id] = [count + 1, ts]
+            count, last_ts, *habit = self.bought.pop(item_id, (0, ts, 0.0))
+            self.bought[item_id] = [count + 1, max(ts, last_ts), habit_after(habit[0] if habit else count, last_ts, ts)]
             if len(self.bought) > self.consumed_limit:
                 del self.bought[next(iter(self.bought))]
         return True

@@ -62,6 +62,22 @@ def test_a_past_purchase_is_served_again_when_due_with_its_reason(index):
     assert later[0].reasons[0] == "buy again (you last bought it 10 days ago)"
 
 
+def test_a_household_s_staple_ranks_above_an_item_it_bought_once_even_when_that_one_is_more_due(index):
+    """Milk and cream share the dairy habit. Bought once 14 days ago, cream is more due than milk
+    bought 8 times, the last 6 days ago; the household's own habit still puts the milk first."""
+    scorer = HybridScorer(index, buy_again=BuyAgain(habit().rows(4), [c for _, _, c in ITEMS]))
+    state = UserState.new(dim=2)
+    state.learn("c", "cream", "purchase", None, 0, index.vector_of("cream"))
+    for week in range(8):
+        day = 8 - 7 * (7 - week)  # ..., day 1, day 8
+        state.learn(f"m{week}", "milk", "purchase", None, day * DAY_MS, index.vector_of("milk"))
+    due = scorer.buy_again.due(np.array([0, 1]), np.array([6.0, 14.0]))
+    assert due[1] > due[0] >= scorer.policy.due_threshold  # cream is more due; both may be served
+    [served] = scorer.recommend([state], k=2, now_ms=[14 * DAY_MS])
+    assert [s.item_id for s in served] == ["milk", "cream"]
+    assert state.bought["milk"][0] == 8 and state.bought["milk"][2] > state.bought["cream"][2] == 1.0
+
+
 def test_a_sofa_is_not_served_again_a_year_later(index):
     scorer = HybridScorer(index, buy_again=BuyAgain(habit().rows(4), [c for _, _, c in ITEMS]))
     [served] = scorer.recommend([bought(index, "sofa", day=0)], k=4, now_ms=[365 * DAY_MS])
