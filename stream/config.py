@@ -56,6 +56,12 @@ class Settings(KafkaConnection):
     learner_nice: int = Field(10, ge=0, le=19, description="learner: CPU priority below the workers (nice)")
     keep_versions: int = Field(20, ge=1, description="learner: model versions kept in the store")
     snapshot_every_s: float = Field(30.0, gt=0, description="learner: or after this long, if anything was learned")
+    checkpoint_every_s: float = Field(
+        60.0,
+        ge=0,
+        description="learner: save its state and topic positions this often, to resume from after a restart "
+        "(0: never; a restarted learner then re-reads events from the start)",
+    )
     trending_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0, description="half-life of trending counts")
     weight_content: float = Field(_WEIGHTS.content, ge=0, description="hybrid beta of the content score")
     weight_cf: float = Field(_WEIGHTS.cf, ge=0, description="hybrid beta of the collaborative-filtering score")

@@ -75,6 +75,11 @@ BATCH_SIZE = Histogram(
 # -- the learner ---------------------------------------------------------------------------
 LEARNER_EVENTS = Counter("streamrec_learner_events", "Events learned by the learner (CF, trending, examples)")
 LEARNER_SNAPSHOTS = Counter("streamrec_learner_snapshots", "Global-model snapshots stored and announced")
+LEARNER_CHECKPOINT_SECONDS = Histogram(
+    "streamrec_learner_checkpoint_seconds",
+    "Wall time of saving one learner checkpoint (state + topic positions) to the model store",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30),
+)
 FINETUNE_SECONDS = Histogram(
     "streamrec_finetune_seconds",
     "Wall time of one micro-fine-tune cycle (training + holdout + re-embedding)",

@@ -73,8 +73,11 @@ class ModelStore:
         manifest = Manifest(
             version, int(time.time() * 1000), {n: sha256(d) for n, d in files.items()}, metrics or {}, kind
         )
-        with self.fs.open(self._path(version, "manifest.json"), "wb") as f:
+        # The manifest last, whole or not at all (a rename; one PUT on object stores): a reader never
+        # sees a half-written one, and a version without it does not exist.
+        with self.fs.open(self._path(version, "manifest.json.partial"), "wb") as f:
             f.write(manifest.to_json())
+        self.fs.mv(self._path(version, "manifest.json.partial"), self._path(version, "manifest.json"))
         return manifest
 
     def manifest(self, version: str) -> Manifest:
@@ -105,16 +108,18 @@ class ModelStore:
             out[name] = data
         return out
 
-    def prune(self, keep: int, protect: Collection[str] = frozenset()) -> list[str]:
-        """Delete all but the newest ``keep`` versions of each kind (global snapshots, adapters),
-        sparing those in ``protect``; returns the deleted ones."""
+    def prune(self, keep: int, protect: Collection[str] = frozenset(), kind: str | None = None) -> list[str]:
+        """Delete all but the newest ``keep`` versions of each kind (global snapshots, adapters,
+        learner checkpoints; only ``kind`` when given), sparing those in ``protect``; returns the
+        deleted ones."""
         by_kind: dict[str, list[str]] = {}
         for version in self.versions():
             try:
-                kind = self.manifest(version).kind
+                found = self.manifest(version).kind
             except SnapshotError:
-                kind = "unreadable"
-            by_kind.setdefault(kind, []).append(version)
+                found = "unreadable"
+            if kind is None or found == kind:
+                by_kind.setdefault(found, []).append(version)
         doomed = [
             v for versions in by_kind.values() for v in (versions[:-keep] if keep > 0 else []) if v not in protect
         ]

@@ -3,7 +3,7 @@ kept sparse: memory grows with the item pairs that co-occur, never with n_items^
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -158,7 +158,7 @@ class ItemCooccurrence(CFScoring):
         self.clock = DecayClock(half_life_s)
         self._pairs: list[_Pairs] = []
         self._n = np.zeros(1024, dtype=np.float64)
-        self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.window))
+        self.recent: dict[str, deque] = {}  # user -> their last ``window`` rows (plain dict: picklable)
 
     @property
     def n_pairs(self) -> int:
@@ -178,7 +178,9 @@ class ItemCooccurrence(CFScoring):
             return
         self._grow(row + 1)
         g = weight * self.clock.weight(ts)
-        recent = self.recent[user_id]
+        recent = self.recent.get(user_id)
+        if recent is None:
+            recent = self.recent[user_id] = deque(maxlen=self.window)
         mine = self._pairs[row]
         for j in recent:
             if j != row:

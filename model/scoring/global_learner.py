@@ -50,6 +50,10 @@ class GlobalLearner:
         self.events = 0
         self._positions: tuple[tuple[int, int], np.ndarray] | None = None  # catalogue -> learner rows
 
+    def __getstate__(self) -> dict:
+        """Pickled without the catalogue-position cache (keyed by object identity)."""
+        return {**self.__dict__, "_positions": None}
+
     def has_seen(self, event_id: str) -> bool:
         return event_id in self._seen
 

@@ -28,6 +28,7 @@ from stream import metrics
 from stream.config import Settings, topic_name
 from stream.kafka.follow import consumer_from_start
 from stream.learner.adapter_training import AdapterTrainer
+from stream.learner.checkpoint import LearnerCheckpoint, newest_checkpoint, save_checkpoint
 from stream.model_store import ModelStore
 from stream.model_updates import announcement_kind, newest_usable
 from stream.schemas import InvalidEvent, parse_event, parse_json_object, read_item_record
@@ -113,6 +114,15 @@ class CycleTrigger:
     def started(self, events: int, now: float) -> None:
         self._last_events, self._last_time, self._requested = events, now, None
 
+    @property
+    def last_events(self) -> int:
+        """Events learned when the last cycle started (a checkpoint keeps it)."""
+        return self._last_events
+
+    @property
+    def requested(self) -> str | None:
+        return self._requested
+
 
 def adapter_trainer(settings: Settings, store: ModelStore, announce, base_encoder=None) -> AdapterTrainer:
     """The learner's fine-tuning: cycles on ``settings.finetune_schedule()`` (the schedule
@@ -149,27 +159,26 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     if settings.learner_nice:  # background work: let the workers and the broker go first
         os.nice(settings.learner_nice)
     metrics.serve_metrics(settings.metrics_host, settings.learner_metrics_port)
-    learner = GlobalLearner(
-        settings.trending_half_life_s,
-        cf_min_item_count=settings.cf_min_item_count,
-        cf_neighbours=settings.cf_neighbours,
-    )
     schedule = settings.finetune_schedule()
-    examples = NextItemExamples(schedule.buffer_size, settings.history_size)
-    catalogue: dict[str, str] = {}  # item_id -> text, as the workers embed it
-    catalogue_order: tuple[str, ...] = ()  # what examples' priors are over (rebuilt when it changes)
     weights = settings.hybrid_weights()
     store = ModelStore(settings.model_store)
     topics = {name: topic_name(settings, name) for name in ("items", "model-updates", "drift-signals", "events")}
+    state = resume(store, settings)
+    learner, examples, catalogue = state.learner, state.examples, state.catalogue
+    catalogue_order = tuple(sorted(catalogue))  # what examples' priors are over (rebuilt when it changes)
     consumer = consumer_from_start(settings, list(topics.values()))
+    seek_to(consumer, state.positions)  # model-updates is read from the start: the adapter in service
     producer = KafkaProducer(**settings.kafka_python_config())
     trainer = None
     if settings.finetune:
         trainer = adapter_trainer(
             settings, store, lambda version: announce(store, version, producer, topics["model-updates"])
         )
-    started = last_snapshot = time.monotonic()
+    started = last_snapshot = last_checkpoint = time.monotonic()
     trigger = CycleTrigger(schedule, started)
+    trigger.started(state.cycle_events, started)
+    if state.cycle_requested:
+        trigger.request(state.cycle_requested)
     since_snapshot = 0
     log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri, "on" if trainer else "off")
     try:
@@ -222,11 +231,56 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                 reason = trigger.due(learner.events, time.monotonic())
                 if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason, learner.events):
                     trigger.started(learner.events, time.monotonic())
+            if settings.checkpoint_every_s and time.monotonic() - last_checkpoint >= settings.checkpoint_every_s:
+                positions = {
+                    (tp.topic, tp.partition): consumer.position(tp)
+                    for tp in consumer.assignment()
+                    if tp.topic != topics["model-updates"]
+                }
+                checkpoint = LearnerCheckpoint(
+                    learner, examples, catalogue, positions, trigger.last_events, trigger.requested
+                )
+                version, size, took_s = save_checkpoint(store, checkpoint)
+                metrics.LEARNER_CHECKPOINT_SECONDS.observe(took_s)
+                log.info("checkpoint %s: %d events, %.1f MB in %.2f s", version, learner.events, size / 1e6, took_s)
+                last_checkpoint = time.monotonic()
     finally:
         if trainer is not None:
             trainer.wait(timeout=5)
         consumer.close()
         producer.close()
+
+
+def resume(store: ModelStore, settings: Settings) -> LearnerCheckpoint:
+    """The newest checkpoint in ``store`` (checkpoints on), else a learner that starts from nothing."""
+    found = newest_checkpoint(store) if settings.checkpoint_every_s else None
+    if found is not None:
+        version, checkpoint = found
+        log.info(
+            "resuming from checkpoint %s: %d events learned, %d items",
+            version,
+            checkpoint.learner.events,
+            len(checkpoint.catalogue),
+        )
+        return checkpoint
+    learner = GlobalLearner(
+        settings.trending_half_life_s,
+        cf_min_item_count=settings.cf_min_item_count,
+        cf_neighbours=settings.cf_neighbours,
+    )
+    examples = NextItemExamples(settings.finetune_schedule().buffer_size, settings.history_size)
+    return LearnerCheckpoint(learner, examples, catalogue={}, positions={})
+
+
+def seek_to(consumer, positions: dict[tuple[str, int], int]) -> None:
+    """Move ``consumer`` (assigned, at the start) to a checkpoint's positions."""
+    from kafka import TopicPartition
+
+    assigned = consumer.assignment()
+    for (topic, partition), offset in positions.items():
+        tp = TopicPartition(topic, partition)
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 def follow_catalogue(catalogue: dict[str, str], records) -> None:
