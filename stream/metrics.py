@@ -49,6 +49,11 @@ USERS_EXPIRED = Counter("streamrec_users_expired", "Users dropped from the worke
 ONLINE_HIT_RATE = Gauge(
     "streamrec_online_hit_rate", "Share of the last 1,000 hit checks whose item was in the user's last list", ["k"]
 )
+EVENTS_REPARTITIONED = Counter(
+    "streamrec_events_repartitioned",
+    "Events that came on another partition than their user's (a producer partitioning by another hash) "
+    "and were sent on to the owning partition before touching state",
+)
 SKIPPED_RECORDS_REREAD = Counter(
     "streamrec_skipped_records_reread",
     "Events the consumer skipped (an offset gap) that the worker read again and applied",

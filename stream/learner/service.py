@@ -179,7 +179,7 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
     trigger.started(state.cycle_events, started)
     if state.cycle_requested:
         trigger.request(state.cycle_requested)
-    since_snapshot = 0
+    since_snapshot, published = 0, False
     log.info("learner reading %s, store %s, fine-tuning %s", topics["events"], store.uri, "on" if trainer else "off")
     try:
         while stop_after_s is None or time.monotonic() - started < stop_after_s:
@@ -221,12 +221,13 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
             due = since_snapshot >= settings.snapshot_every_events or (
                 since_snapshot and time.monotonic() - last_snapshot >= settings.snapshot_every_s
             )
-            if due:
+            caught_up = since_snapshot and not batch and not published  # the first: once the backlog is read
+            if due or caught_up:
                 announcement = publish_snapshot(
                     learner, store, producer, topics["model-updates"], settings.keep_versions
                 )
                 log.info("snapshot %s: %s", announcement["version"], announcement["metrics"])
-                since_snapshot, last_snapshot = 0, time.monotonic()
+                since_snapshot, last_snapshot, published = 0, time.monotonic(), True
             if trainer is not None and not trainer.busy and len(examples.buffer) >= schedule.min_examples:
                 reason = trigger.due(learner.events, time.monotonic())
                 if reason and trainer.start_cycle(list(examples.buffer), catalogue, reason, learner.events):
@@ -237,12 +238,13 @@ def run_learner(settings: Settings, stop_after_s: float | None = None) -> None:
                     for tp in consumer.assignment()
                     if tp.topic != topics["model-updates"]
                 }
-                checkpoint = LearnerCheckpoint(
-                    learner, examples, catalogue, positions, trigger.last_events, trigger.requested
-                )
-                version, size, took_s = save_checkpoint(store, checkpoint)
-                metrics.LEARNER_CHECKPOINT_SECONDS.observe(took_s)
-                log.info("checkpoint %s: %d events, %.1f MB in %.2f s", version, learner.events, size / 1e6, took_s)
+                if positions != state.positions:  # something was read since the last one
+                    state = LearnerCheckpoint(
+                        learner, examples, catalogue, positions, trigger.last_events, trigger.requested
+                    )
+                    version, size, took_s = save_checkpoint(store, state)
+                    metrics.LEARNER_CHECKPOINT_SECONDS.observe(took_s)
+                    log.info("checkpoint %s: %d events, %.1f MB in %.2f s", version, learner.events, size / 1e6, took_s)
                 last_checkpoint = time.monotonic()
     finally:
         if trainer is not None:

@@ -75,6 +75,9 @@ def create_app(settings: Settings) -> faust.App:
 
     drift_signals = app.topic(topic_name(settings, "drift-signals"), partitions=1, **RAW)
 
+    async def forward(key: bytes, value: bytes, partition: int) -> None:
+        await events.send(key=key, value=value, partition=partition)
+
     async def signal_drift(detection) -> None:
         await drift_signals.send(
             key=detection.detector.encode(),
@@ -186,15 +189,21 @@ def create_app(settings: Settings) -> faust.App:
     async def export_consumer_lag() -> None:
         """streamrec_consumer_lag_records per assigned partition of ``events``: end offset minus
         the next offset to process."""
+        from aiokafka.errors import KafkaError  # IllegalStateError among them
+
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == events.get_topic_name()]
         if not assigned:
             return
-        ends = await app.consumer.highwaters(*assigned)
-        for tp in assigned:
-            position = offsets.next_offset.get(tp.partition)
-            if position is None:
-                position = await app.consumer.position(tp)
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - (position or 0)))
+        try:
+            ends = await app.consumer.highwaters(*assigned)
+            for tp in assigned:
+                position = offsets.next_offset.get(tp.partition)
+                if position is None:
+                    position = await app.consumer.position(tp)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - (position or 0)))
+        except KafkaError as err:  # a rebalance took a partition meanwhile: next tick
+            log.debug("consumer lag not exported this time: %s", err)
+            return
         metrics.forget_partitions_except({(tp.topic, str(tp.partition)) for tp in assigned})
 
     @app.timer(interval=max(1.0, min(settings.user_ttl_s / 10, 60.0)) if settings.user_ttl_s else 3600.0)
@@ -230,6 +239,7 @@ def create_app(settings: Settings) -> faust.App:
                 signal_drift,
                 # a review's text in the space the items are served from (base, or the adapter's)
                 reviews=ReviewReader(lambda texts: cast(TextEncoder, catalogue.encoder).encode(texts)),
+                forward=forward,
             ),
         )
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):

@@ -49,6 +49,19 @@ class SourceRecord:
 Publish = Callable[[bytes, bytes | None], Awaitable[None]]  # key, value (None: tombstone)
 SignalDrift = Callable[[Detection], Awaitable[None]]
 DeadLetter = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[None]]
+Forward = Callable[[bytes, bytes, int], Awaitable[None]]  # key, value, the partition that owns the key
+
+
+def owning_partition(user_id: str, partitions: int) -> int:
+    """The partition of ``events`` (and of the user-state table) that owns ``user_id``: murmur2
+    of its UTF-8 bytes, as Kafka's Java client, kafka-python and aiokafka partition a key.
+
+    >>> owning_partition("alice", 4), owning_partition("bob", 4), owning_partition("bob", 1)
+    (1, 2, 0)
+    """
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 class IngestProcessor:
@@ -69,6 +82,7 @@ class IngestProcessor:
         encoder_name: str,
         signal_drift: SignalDrift | None = None,
         reviews: ReviewReader | None = None,
+        forward: Forward | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -93,6 +107,9 @@ class IngestProcessor:
         self.cache_size = 100_000
         self.reviews = reviews  # reads a review's text into the user's vector; None: text ignored
         self._read: dict[str, ReadReview] = {}  # event_id -> its text read, for this batch
+        # An event on another partition than its user's (a producer with another partitioner)
+        # is sent on to that partition before it touches any state; None: trusted partitioning.
+        self.forward = forward
 
     @property
     def model_version(self) -> str:
@@ -155,6 +172,12 @@ class IngestProcessor:
                 metrics.EVENTS.labels("unknown", "dlq").inc()
                 await self.dead_letter(rec.raw, err, rec.topic, rec.partition, rec.offset)
                 continue
+            if self.forward is not None and rec.raw is not None:
+                owner = owning_partition(event.user_id, self.settings.partitions)
+                if owner != rec.partition:
+                    await self.forward(event.user_id.encode(), rec.raw, owner)
+                    metrics.EVENTS_REPARTITIONED.inc()
+                    continue
             per_user[event.user_id].append((event, rec))
         self._read.clear()  # what a duplicate or parked review left of the last batch
         self._read_reviews([event for events in per_user.values() for event, _ in events])
