@@ -48,6 +48,12 @@ class Settings(KafkaConnection):
         "a worker restarted with the same id takes its partitions back at once",
     )
     session_timeout_s: float = Field(6.0, gt=0, description="Kafka group session timeout")
+    standby_replicas: int = Field(
+        1,
+        ge=0,
+        description="workers: other workers keeping a warm copy of each user-state partition, to take it over "
+        "without replaying its changelog (0: none; a new owner then rebuilds it from the changelog)",
+    )
     empty_fetch_backoff_s: float = Field(
         0.005, ge=0, description="pause after an empty fetch (see stream.kafka.fetch_backoff)"
     )

@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
+        table_standby_replicas=settings.standby_replicas,
         producer_linger=0.005,
         producer_max_batch_size=1024 * 1024,  # a batch holds hundreds of lists and user states
         producer_acks=1,
