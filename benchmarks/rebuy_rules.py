@@ -23,7 +23,11 @@ from model.scoring.repurchase import DAY_MS, BuyAgain, RepurchaseCounts
 
 def rules(n, age, due, stamps, now) -> dict[str, np.ndarray]:
     fresh = age < 1 / 24  # the basket being filled
-    out = {"count": n.astype(float), "count, not this basket": np.where(fresh, -1.0, n), "due": np.where(fresh, -1, due)}
+    out = {
+        "count": n.astype(float),
+        "count, not this basket": np.where(fresh, -1.0, n),
+        "due": np.where(fresh, -1, due),
+    }
     for tau in (30, 60, 90, 180, 365):
         weighted = np.array([np.exp(-(now - t) / DAY_MS / tau).sum() for t in stamps])
         out[f"count x exp(-age/{tau}d)"] = np.where(fresh, -1, weighted)
