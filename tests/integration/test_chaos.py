@@ -138,6 +138,7 @@ def uninterrupted(broker, tmp_path, good: list[dict]):
         worker.stop()
 
 
+@pytest.mark.timeout(3000)  # ~4 minutes at the default size; benchmarks/chaos_loop.py runs it at 10x
 def test_three_workers_and_the_learner_through_six_disruptions_lose_nothing_and_double_nothing(broker, tmp_path):
     rng = random.Random(SEED)
     good, bad = workload(n_users=USERS, per_user=PER_USER, seed=SEED)
