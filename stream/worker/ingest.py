@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
+from aiokafka.partitioner import murmur2
 
 from model.drift import CentroidShift, Detection, DriftMonitor, ScoreDrift
 from model.embedding.item_index import ItemIndex
@@ -59,8 +60,6 @@ def owning_partition(user_id: str, partitions: int) -> int:
     >>> owning_partition("alice", 4), owning_partition("bob", 4), owning_partition("bob", 1)
     (1, 2, 0)
     """
-    from aiokafka.partitioner import murmur2
-
     return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
 
 
