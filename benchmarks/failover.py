@@ -49,6 +49,12 @@ from stream.worker.ingest import owning_partition
 from common import describe  # benchmarks/common.py
 
 console = Console()
+STARTED: list[StreamProcess] = []  # every worker started, stopped at the end even when a step fails
+
+
+def started(process: StreamProcess) -> StreamProcess:
+    STARTED.append(process.start())
+    return process
 
 
 class ListWatcher(threading.Thread):
@@ -141,16 +147,18 @@ def start_workers(
     settings: Settings, work: Path, n: int, items: int, first: int = 0, static: bool = False
 ) -> list[StreamProcess]:
     workers = [
-        StreamProcess(
-            settings.model_copy(
-                update={
-                    "instance_id": f"{settings.app_id}-{w}" if static else None,
-                    "metrics_port": free_port(),
-                    "data_dir": str(work / f"{settings.app_id}-{w}"),
-                }
-            ),
-            work / f"{settings.app_id}-{w}-{time.monotonic_ns()}.log",
-        ).start()
+        started(
+            StreamProcess(
+                settings.model_copy(
+                    update={
+                        "instance_id": f"{settings.app_id}-{w}" if static else None,
+                        "metrics_port": free_port(),
+                        "data_dir": str(work / f"{settings.app_id}-{w}"),
+                    }
+                ),
+                work / f"{settings.app_id}-{w}-{time.monotonic_ns()}.log",
+            )
+        )
         for w in range(first, first + n)
     ]
     for worker in workers:
@@ -215,16 +223,18 @@ def scale_up(work: Path, args, workers: list[StreamProcess], settings: Settings,
     prober.start()
     time.sleep(args.scale_after)
     started = time.monotonic()
-    third = StreamProcess(
-        settings.model_copy(
-            update={
-                "instance_id": f"{settings.app_id}-2" if args.static else None,
-                "metrics_port": free_port(),
-                "data_dir": str(work / "w2"),
-            }
-        ),
-        work / "scale-worker-2.log",
-    ).start()
+    third = started(
+        StreamProcess(
+            settings.model_copy(
+                update={
+                    "instance_id": f"{settings.app_id}-2" if args.static else None,
+                    "metrics_port": free_port(),
+                    "data_dir": str(work / "w2"),
+                }
+            ),
+            work / "scale-worker-2.log",
+        )
+    )
     with console.status("scale 2 -> 3: a third worker starts"):
         third.wait_ready(items=len(movies), timeout_s=600)
         ready_s = time.monotonic() - started
@@ -290,7 +300,8 @@ def main() -> None:
         "machine": describe(),
         "args": vars(args) | {"out": str(args.out)},
     }
-    with EmbeddedBroker(kind=args.broker, data_dir=work / "broker") as broker:
+    with EmbeddedBroker(kind=args.broker, data_dir=work / "broker") as broker, contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: [p.stop() for p in STARTED if p.alive()])
         for standbys in (1, 0):
             recovery, in_state, workers, settings = failover(broker, work, args, standbys, movies)
             times = sorted(recovery.values())
