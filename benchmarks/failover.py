@@ -222,22 +222,10 @@ def scale_up(work: Path, args, workers: list[StreamProcess], settings: Settings,
     prober = Prober(settings, args.users, args.rate, movies, "scale")
     prober.start()
     time.sleep(args.scale_after)
-    started = time.monotonic()
-    third = started(
-        StreamProcess(
-            settings.model_copy(
-                update={
-                    "instance_id": f"{settings.app_id}-2" if args.static else None,
-                    "metrics_port": free_port(),
-                    "data_dir": str(work / "w2"),
-                }
-            ),
-            work / "scale-worker-2.log",
-        )
-    )
+    began = time.monotonic()
     with console.status("scale 2 -> 3: a third worker starts"):
-        third.wait_ready(items=len(movies), timeout_s=600)
-        ready_s = time.monotonic() - started
+        (third,) = start_workers(settings, work, 1, len(movies), first=2, static=args.static)
+        ready_s = time.monotonic() - began
         time.sleep(30 + args.scale_after)
     prober.stop()
     time.sleep(5.0)
@@ -250,10 +238,10 @@ def scale_up(work: Path, args, workers: list[StreamProcess], settings: Settings,
         lat = sorted(
             (watcher.arrived[e] - sent) * 1000
             for e, (sent, _) in prober.sent.items()
-            if lo <= sent - started < hi and e in watcher.arrived
+            if lo <= sent - began < hi and e in watcher.arrived
         )
-        sent_n = sum(lo <= s - started < hi for s, _ in prober.sent.values())
-        arrivals = [watcher.arrived[e] - started for e in prober.sent if e in watcher.arrived]
+        sent_n = sum(lo <= s - began < hi for s, _ in prober.sent.values())
+        arrivals = [watcher.arrived[e] - began for e in prober.sent if e in watcher.arrived]
         per_s = [sum(int(t) == s for t in arrivals) for s in range(int(lo), int(hi))]
         lost = sent_n - len(lat)
         return {
