@@ -14,6 +14,7 @@ Sized by STREAMREC_CHAOS_USERS (default 200), STREAMREC_CHAOS_PER_USER (10) and 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -130,6 +131,7 @@ def adapter_vectors(store: ModelStore):
     """``version -> (item_id -> vector)`` from an adapter version's stored item embeddings: the
     space a worker moves its users into when the learner promotes that adapter mid-run."""
 
+    @functools.cache  # one load per version, not one per user
     def vectors_of_space(version: str):
         return embeddings_from_bytes(store.load(version)[EMBEDDINGS_FILE]).get
 
