@@ -20,6 +20,7 @@ from model.user.review import ReviewReader
 from stream import metrics
 from stream.config import Settings, topic_name
 from stream.kafka.durable_flush import install_durable_flush
+from stream.kafka.empty_assignment import install_rejoin_on_empty_assignment
 from stream.kafka.fetch_backoff import install_fetch_backoff
 from stream.kafka.follow import TopicFollower
 from stream.kafka.offsets import Gap, OffsetTracker, install_contiguous_commits, read_offsets, resume_offsets
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> faust.App:
     """Build the worker app for ``settings`` (broker, topics, table, agent, catalogue task)."""
     install_durable_flush()  # no offset is committed ahead of the user state it changed...
     install_contiguous_commits()  # ...nor ahead of an event that was not processed
+    install_rejoin_on_empty_assignment()  # a member the leader missed joins again, not dies
     broker = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(","))
     app = faust.App(
         settings.app_id,
