@@ -27,8 +27,10 @@ from stream.kafka.offsets import Gap, OffsetTracker, install_contiguous_commits,
 from stream.learner.adapter_training import prepare_adapter_space
 from stream.model_updates import ModelUpdates, VerifiedVersion
 from stream.schemas import InvalidEvent, dead_letter, now_ms
+from stream.worker import user_store
 from stream.worker.catalogue import CatalogueFollower
 from stream.worker.ingest import IngestProcessor, SourceRecord
+from stream.worker.user_store import WarmMemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,20 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(topic_name(settings, "events.dlq"), partitions=settings.partitions, **RAW)
     # use_partitioner: the changelog partition follows the key (murmur2, as on `events`), so
     # batches and the catalogue task may write any local user, not only the current event's.
+    # The store keeps standby copies warm and knows which users this worker owns (user_store).
     users = app.Table(
-        "user-state", partitions=settings.partitions, use_partitioner=True, key_type=bytes, value_type=bytes
+        "user-state",
+        partitions=settings.partitions,
+        use_partitioner=True,
+        key_type=bytes,
+        value_type=bytes,
+        store=user_store.register(),
     )
+
+    @users.on_recover
+    async def users_recovered() -> None:  # after each rebalance, once the table is up to date
+        if "processor" in processor_box:
+            processor_box["processor"].own(cast(WarmMemoryStore, users.data).owned_keys())
 
     async def send_dead_letter(raw, error: InvalidEvent, topic: str, partition: int, offset: int) -> None:
         metrics.DLQ.labels(error.reason).inc()
@@ -245,6 +258,7 @@ def create_app(settings: Settings) -> faust.App:
                 forward=forward,
             ),
         )
+        processor.own(cast(WarmMemoryStore, users.data).owned_keys())  # if recovered before we started
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records, read_again = await with_skipped_records(
                 [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in batch]
@@ -253,7 +267,7 @@ def create_app(settings: Settings) -> faust.App:
             await processor.process_isolating_failures(records)
             metrics.observe_batch(time.perf_counter() - started, len(records))
             offsets.processed(((rec.partition, rec.offset) for rec in records), read_again)
-            metrics.USERS_IN_STATE.set(len(users))
+            metrics.USERS_IN_STATE.set(len(processor.last_active))
 
     return app
 

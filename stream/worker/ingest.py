@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -53,14 +53,15 @@ DeadLetter = Callable[[bytes | None, InvalidEvent, str, int, int], Awaitable[Non
 Forward = Callable[[bytes, bytes, int], Awaitable[None]]  # key, value, the partition that owns the key
 
 
-def owning_partition(user_id: str, partitions: int) -> int:
+def owning_partition(user_id: str | bytes, partitions: int) -> int:
     """The partition of ``events`` (and of the user-state table) that owns ``user_id``: murmur2
     of its UTF-8 bytes, as Kafka's Java client, kafka-python and aiokafka partition a key.
 
-    >>> owning_partition("alice", 4), owning_partition("bob", 4), owning_partition("bob", 1)
+    >>> owning_partition("alice", 4), owning_partition(b"bob", 4), owning_partition("bob", 1)
     (1, 2, 0)
     """
-    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+    key = user_id.encode() if isinstance(user_id, str) else user_id
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class IngestProcessor:
@@ -95,11 +96,10 @@ class IngestProcessor:
         # Until the learner's first snapshot arrives there is no CF nor trending: content only.
         self.recommender = self._scorer(index, None, None)
         self.waiting_users: dict[str, set[bytes]] = defaultdict(set)  # item_id -> users with pending events
-        self._waiting_scanned = False
+        self._unscanned: set[bytes] = set()  # owned users whose parked events are not in waiting_users yet
         self._started = False  # set by the first batch, i.e. after the table was recovered
         self._cache: OrderedDict[bytes, tuple[bytes, UserState]] = OrderedDict()
         self.last_active: OrderedDict[bytes, float] = OrderedDict()  # user key -> last save, oldest first
-        self._recovered_users_seen = False
         self.drift = DriftMonitor()
         self.signal_drift = signal_drift
         self._detections: list[Detection] = []
@@ -349,20 +349,34 @@ class IngestProcessor:
             for event in applied:
                 metrics.EVENT_TO_RECOMMENDATION.observe(max(0.0, (published - event.ts) / 1000.0))
 
+    def own(self, owned: Iterable[bytes], now: float | None = None) -> None:
+        """After a rebalance: ``owned`` are the users of this worker's partitions now. Newly owned
+        users start their idle clock now and their parked events wait for their items again;
+        users who moved to another worker are forgotten here (their state lives on there)."""
+        now = time.monotonic() if now is None else now
+        owned = set(owned)
+        for key in [k for k in self.last_active if k not in owned]:
+            del self.last_active[key]
+            self._cache.pop(key, None)
+        new = owned.difference(self.last_active)
+        for key in new:
+            self.last_active[key] = now
+            self.last_active.move_to_end(key, last=False)
+        metrics.USERS_IN_STATE.set(len(self.last_active))
+        self._unscanned = (self._unscanned & owned) | new
+        for item_id, users in list(self.waiting_users.items()):
+            users &= owned
+            if not users:
+                del self.waiting_users[item_id]
+
     def expire_idle(self, now: float | None = None) -> int:
         """Drop users idle for longer than ``settings.user_ttl_s`` from the table (its changelog
         gets a tombstone, so memory stays bounded by the active users); returns how many.
-        Users recovered from the changelog count as active from the first call on."""
+        Only owned users expire: those this worker saved or was given by :meth:`own`."""
         ttl = self.settings.user_ttl_s
         if not ttl:
             return 0
         now = time.monotonic() if now is None else now
-        if not self._recovered_users_seen:  # once: users recovered from the changelog start now
-            self._recovered_users_seen = True
-            for key in self.table:
-                if key not in self.last_active:
-                    self.last_active[key] = now
-                    self.last_active.move_to_end(key, last=False)
         idle = []
         for key, seen in self.last_active.items():  # oldest first: stop at the first active user
             if now - seen <= ttl:
@@ -375,7 +389,7 @@ class IngestProcessor:
                 del self.table[key]
         if idle:
             metrics.USERS_EXPIRED.inc(len(idle))
-            metrics.USERS_IN_STATE.set(len(self.table))
+            metrics.USERS_IN_STATE.set(len(self.last_active))
         return len(idle)
 
     async def _forget(self, key: bytes, event: Event) -> None:
@@ -432,11 +446,11 @@ class IngestProcessor:
         """Apply events that were waiting for these items and refresh those users' lists."""
         if not self._started:  # the first batch applies what it can; the table may still recover
             return
-        if not self._waiting_scanned:  # after a restart: find parked events in the recovered table
-            self._waiting_scanned = True
-            for key, stored in list(self.table.items()):
-                for parked in UserState.from_bytes(stored).pending:
-                    self.waiting_users[parked["item_id"]].add(key)
+        for key in self._unscanned:  # users recovered from the changelog: find their parked events
+            stored = self.table.get(key)
+            for parked in [] if stored is None else UserState.from_bytes(stored).pending:
+                self.waiting_users[parked["item_id"]].add(key)
+        self._unscanned.clear()
         users = set()
         for item_id in item_ids:
             users |= self.waiting_users.pop(item_id, set())

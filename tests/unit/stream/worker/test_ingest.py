@@ -70,6 +70,31 @@ def test_idle_users_expire_after_the_ttl_and_a_returning_user_starts_afresh():
     assert proc.expire_idle(now=t0 + 10_000) == 3  # everyone idle past the TTL
 
 
+def test_after_a_rebalance_only_owned_users_expire_or_get_their_parked_events():
+    proc, table, published = processor(user_ttl_s=60.0)
+    asyncio.run(proc.process(records(EVENTS)))  # u0, u1, u2 were this worker's
+    standby_copy = UserState.new(4, 3600.0, 50)
+    standby_copy.pending.append({"event_id": "p", "user_id": "s", "item_id": "new", "type": "view", "ts": 5})
+    table[b"s"] = standby_copy.to_bytes()  # another worker's user, in the table as a standby copy
+    parked = UserState.from_bytes(table[b"u1"])
+    parked.pending.append({"event_id": "q", "user_id": "u1", "item_id": "new", "type": "view", "ts": 6})
+    table[b"u1"] = parked.to_bytes()  # recovered from the changelog with an event parked
+    t0 = max(proc.last_active.values())
+    proc.own([b"u1", b"u2"], now=t0)  # u0's partition moved away
+    assert sorted(proc.last_active) == [b"u1", b"u2"]
+    assert proc.expire_idle(now=t0 + 61) == 2  # u0 and the standby copy are not ours to expire
+    assert b"u0" in table and b"s" in table
+
+    proc, table, published = processor()  # restarted: the table is recovered, nothing processed yet
+    table[b"s"], table[b"u1"] = standby_copy.to_bytes(), parked.to_bytes()
+    proc.own([b"u1"])
+    proc.index.upsert([ItemInfo("new", "New")], np.eye(4, dtype=np.float32)[:1])
+    proc._started, before = True, len(published)
+    asyncio.run(proc.on_new_items(["new"]))
+    assert [key for key, _ in published[before:]] == [b"u1"]  # the owner's list, not the standby's
+    assert UserState.from_bytes(table[b"s"]).pending  # left for its owner
+
+
 def test_forget_user_erases_the_state_and_publishes_a_tombstone():
     proc, table, published = processor()
     asyncio.run(proc.process(records([*EVENTS, {"event_id": "f", "user_id": "u1", "type": "forget_user", "ts": 1}])))
