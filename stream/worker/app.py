@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
         table_standby_replicas=settings.standby_replicas,
-        # The check compares the store's offsets (read from the changelog in this process, see
+        # The check compares the store's offsets (read or written by this process, see
         # user_store) with ListOffsets, which tansu 0.6 answers with the last batch's first offset.
         recovery_consistency_check=False,
         producer_linger=0.005,

@@ -66,11 +66,11 @@ def test_users_written_here_follow_their_partition_through_a_rebalance():
     kept, moved = user_on(0), user_on(3)
     replay(s, changelog_record(user_on(3, 1), b"r", 3, 6))  # recovered with partition 3
     s[kept], s[moved] = b"k", b"m"  # written by this worker while it owned both partitions
-    s.set_persisted_offset(TP(CHANGELOG, 3), 7)  # the producer's offset of that write: not trusted
+    s.set_persisted_offset(TP(CHANGELOG, 3), 7)  # the table's callback once the write is in the log
     assert sorted(s.owned_keys()) == sorted([kept, moved, user_on(3, 1)])
     recovered(s, active={0}, standby={3})  # partition 3 moved to another worker; we back it up
     assert sorted(s.owned_keys()) == [kept]
-    assert s[moved] == b"m" and s.persisted_offset(TP(CHANGELOG, 3)) == 6  # replays our write
+    assert s[moved] == b"m" and s.persisted_offset(TP(CHANGELOG, 3)) == 7  # our write: not replayed
     recovered(s, active={0}, standby=set())
     assert moved not in s
 
