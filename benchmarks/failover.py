@@ -175,6 +175,7 @@ def failover(broker: EmbeddedBroker, work: Path, args, standbys: int, movies: li
         partitions=args.partitions,
         standby_replicas=standbys,
         lag_interval_s=1.0,
+        session_timeout_s=args.session_timeout,
     )
     create_topics(settings)
     with EventProducer(settings) as producer:
@@ -279,6 +280,16 @@ def main() -> None:
     parser.add_argument(
         "--static", action="store_true", help="static members (STREAMREC_INSTANCE_ID): a dead one waits out its session"
     )
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=Settings().session_timeout_s,
+        help="workers' group session timeout (STREAMREC_SESSION_TIMEOUT_S): how long a dead worker goes unnoticed",
+    )
+    parser.add_argument(
+        "--standbys", type=int, nargs="+", default=[1, 0], help="standby_replicas of each failover run, in order"
+    )
+    parser.add_argument("--no-scale", action="store_true", help="skip the 2 -> 3 scaling run")
     parser.add_argument("--out", type=Path, default=Path("reports/failover.json"))
     args = parser.parse_args()
     movies = [movie.item_id for movie in load_movies()]
@@ -290,7 +301,7 @@ def main() -> None:
     }
     with EmbeddedBroker(kind=args.broker, data_dir=work / "broker") as broker, contextlib.ExitStack() as cleanup:
         cleanup.callback(lambda: [p.stop() for p in STARTED if p.alive()])
-        for standbys in (1, 0):
+        for standbys in args.standbys:
             recovery, in_state, workers, settings = failover(broker, work, args, standbys, movies)
             times = sorted(recovery.values())
             result[f"standby_{standbys}"] = {
@@ -303,7 +314,7 @@ def main() -> None:
                 f"standby_replicas={standbys}: {in_state:,.0f} users in state; kill -9 -> every partition "
                 f"served again {times[-1]:.1f} s (median partition {statistics.median(times):.1f} s)"
             )
-            if standbys == 1:
+            if standbys == 1 and not args.no_scale:
                 result["scale_2_to_3"] = scale_up(work, args, workers, settings, movies)
                 console.print(f"scale 2 -> 3: {result['scale_2_to_3']}")
             else:

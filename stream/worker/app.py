@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(1.0, settings.session_timeout_s / 4),
+        broker_heartbeat_interval=min(1.0, settings.session_timeout_s / 6),  # a survivor learns of a death soon
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
