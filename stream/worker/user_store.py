@@ -1,6 +1,6 @@
 """The user-state table's in-memory store, with warm standbys and known ownership.
 
-Faust's memory store (faust-streaming 0.11) has no persisted offsets, so each partition a
+Faust's memory store (faust-streaming 0.15) has no persisted offsets, so each partition a
 worker takes over is replayed from the start of its changelog, and after every recovery it
 drops the keys of all partitions but the active ones: a standby copy is thrown away as it is
 built. Standby replicas then bought nothing (measured: kill -9 to first list, 100,000 users,
@@ -93,9 +93,6 @@ class WarmMemoryStore(MemoryStore):
         for key in self.data:
             if key in self._written or self._key_partition.get(key) in active:
                 yield key
-
-    def owned_count(self) -> int:
-        return sum(1 for _ in self.owned_keys())
 
 
 def register() -> str:
