@@ -79,10 +79,13 @@ def create_app(settings: Settings) -> faust.App:
         store=user_store.register(),
     )
 
+    def owned_users():
+        return cast(WarmMemoryStore, users.data).owned_keys()
+
     @users.on_recover
     async def users_recovered() -> None:  # after each rebalance, once the table is up to date
         if "processor" in processor_box:
-            processor_box["processor"].own(cast(WarmMemoryStore, users.data).owned_keys())
+            processor_box["processor"].own(owned_users())
 
     async def send_dead_letter(raw, error: InvalidEvent, topic: str, partition: int, offset: int) -> None:
         metrics.DLQ.labels(error.reason).inc()
@@ -261,7 +264,7 @@ def create_app(settings: Settings) -> faust.App:
                 forward=forward,
             ),
         )
-        processor.own(cast(WarmMemoryStore, users.data).owned_keys())  # if recovered before we started
+        processor.own(owned_users())  # if the table was recovered before the processor existed
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             records, read_again = await with_skipped_records(
                 [SourceRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in batch]
